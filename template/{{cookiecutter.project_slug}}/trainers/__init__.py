@@ -1,0 +1,1 @@
+"""One trainer per task, built on the shared base in base_trainer.py."""

@@ -1,0 +1,429 @@
+{% if cookiecutter.framework == 'lightning' -%}
+"""What every Lightning task shares: the module base class and the Trainer set-up.
+
+A task subclasses :class:`BaseModule` and supplies its model, data and loss
+(see ``trainers/<task>_trainer.py``). :func:`fit` wires the run protocol into
+Lightning: atomic checkpoints, resume from ``last.ckpt``, a clean stop on
+SIGINT, SIGTERM or SIGUSR1, and ``failed.out`` when the loss diverges.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader
+
+from utils.dataset import TensorBatchDataset, make_loader
+from utils.run import Run, RunDiverged, RunInterrupted
+from utils.tracking import make_logger
+from utils.utils import atomic_torch_save, epoch_seed, seed_everything
+
+Batch = Any
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options passed to ``pl.Trainer``: where and how to run, not what to learn."""
+    group = parser.add_argument_group("trainer (does not change the run's name)")
+    group.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto (default: auto)")
+    group.add_argument("--devices", default="auto", help="number of devices, a list, or auto")
+    group.add_argument("--strategy", default="auto", help="auto, ddp, fsdp, ... (default: auto)")
+    group.add_argument("--num_nodes", type=int, default=1, help="machines taking part")
+    group.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
+    group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    group.add_argument("--log_every_n_steps", type=int, default=10, help="training-metric logging period")
+
+
+class BaseModule(pl.LightningModule):
+    """Training, validation and test steps built on the task's :meth:`step`."""
+
+    #: the validation metric that picks the best checkpoint, and whether higher is better
+    main_metric = "val_loss"
+    main_mode = "min"
+
+    def build_datasets(self) -> dict[str, TensorBatchDataset]:
+        """``train``, ``val`` and ``test`` datasets."""
+        raise NotImplementedError
+
+    def step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise, and the metrics to report (without prefix)."""
+        raise NotImplementedError
+
+    def loader(self, split: str, shuffle: bool, num_workers: int = 0) -> DataLoader:
+        if not hasattr(self, "datasets"):
+            self.datasets = self.build_datasets()
+        return make_loader(
+            self.datasets[split], self.hparams.batch_size, shuffle, self.hparams.seed, num_workers
+        )
+
+    def on_train_epoch_start(self) -> None:
+        # each epoch's randomness depends on (seed, epoch) alone: resuming at an epoch boundary is exact
+        seed_everything(epoch_seed(self.hparams.seed, self.current_epoch))
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.step(batch)
+        if not torch.isfinite(loss):
+            raise RunDiverged(
+                f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step + 1}"
+            )
+        self.log_dict({f"train_{key}": value for key, value in metrics.items()}, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        _, metrics = self.step(batch)
+        self.log_dict({f"val_{key}": value for key, value in metrics.items()}, sync_dist=True)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        _, metrics = self.step(batch)
+        self.log_dict({f"test_{key}": value for key, value in metrics.items()}, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a kill never leaves half a file."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        atomic_torch_save(checkpoint, Path(path))
+
+
+class RunProtocol(Callback):
+    """Records progress after each epoch and stops at a batch boundary when a signal arrives.
+
+    An interrupted run resumes from ``last.ckpt``, saved at the end of the last
+    completed epoch, and replays the partial epoch exactly (see ``on_train_epoch_start``).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        stop = trainer.strategy.reduce_boolean_decision(self.run.stop_requested, all=False)
+        if stop:
+            raise RunInterrupted(
+                f"during epoch {trainer.current_epoch}; resumes from the end of epoch "
+                f"{trainer.current_epoch}"
+            )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics = epoch_metrics(trainer)
+            self.run.record_progress(trainer.current_epoch + 1, trainer.global_step, metrics)
+
+
+def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The epoch-level metrics, without the ``*_step``/``*_epoch`` copies Lightning keeps too."""
+    return {
+        key: float(value)
+        for key, value in trainer.callback_metrics.items()
+        if not key.endswith(("_step", "_epoch"))
+    }
+
+
+def fit(module: BaseModule, run: Run) -> dict[str, float]:
+    """Train ``module`` under the run protocol; return the final metrics."""
+    args = run.args
+    checkpoint = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor=module.main_metric,
+        mode=module.main_mode,
+        save_top_k=1,
+        save_last=True,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    trainer = pl.Trainer(
+        max_epochs=run.hparams["epochs"],
+        accelerator=args.accelerator,
+        devices=_parse_devices(args.devices),
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        logger=make_logger(run.logs, run.name),
+        callbacks=[RunProtocol(run), checkpoint],
+        plugins=_plugins(),
+        default_root_dir=run.dir,
+        log_every_n_steps=args.log_every_n_steps,
+        use_distributed_sampler=False,  # EpochBatchSampler shards by rank itself
+    )
+    last = run.checkpoints / "last.ckpt"
+    trainer.fit(
+        module,
+        train_dataloaders=module.loader("train", shuffle=True, num_workers=args.num_workers),
+        val_dataloaders=module.loader("val", shuffle=False, num_workers=args.num_workers),
+        ckpt_path=last if run.resuming and last.exists() else None,
+    )
+    metrics = epoch_metrics(trainer)
+    if checkpoint.best_model_score is not None:
+        metrics[f"best_{module.main_metric}"] = float(checkpoint.best_model_score)
+    return metrics
+
+
+def _parse_devices(devices: str) -> int | str:
+    return int(devices) if devices.isdigit() else devices
+
+
+def _plugins() -> list[Any]:
+    """Atomic checkpoints; under SLURM, leave signals and requeueing to ``utils.run``."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+{%- else -%}
+"""The training loop every plain-PyTorch task shares.
+
+A task subclasses :class:`BaseTrainer` and supplies what is its own: the
+model, the data and the loss (see ``trainers/<task>_trainer.py``). The loop
+here owns everything else: device placement, optimisation, validation,
+logging, atomic checkpoints, exact resume, and stopping cleanly on a signal.
+
+It also runs under ``torchrun`` (DistributedDataParallel; NCCL on GPUs, gloo
+on CPU): every rank trains its shard, rank 0 alone writes checkpoints, logs
+and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from utils.dataset import TensorBatchDataset, make_loader
+from utils.run import Run, RunDiverged, RunInterrupted, is_rank_zero
+from utils.tracking import Tracker
+from utils.utils import atomic_torch_save, epoch_seed, get_rng_state, seed_everything, set_rng_state
+
+Batch = Any
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the loop itself: where and how to run, not what to learn."""
+    group = parser.add_argument_group("trainer (does not change the run's name)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    group.add_argument("--log_every_n_steps", type=int, default=10, help="training-metric logging period")
+
+
+def init_distributed() -> None:
+    """Join the process group when started by ``torchrun`` (it sets WORLD_SIZE)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+
+
+def select_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class BaseTrainer:
+    """Owns the loop; subclasses fill in :meth:`build_model`, :meth:`build_datasets`, :meth:`step`."""
+
+    #: the validation metric that picks the best checkpoint, and whether higher is better
+    main_metric = "val_loss"
+    main_mode = "min"
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.hp = argparse.Namespace(**run.hparams)
+        self.device = select_device(run.args.device)
+        self.distributed = torch.distributed.is_initialized()
+        seed_everything(run.seed)  # the same initial weights for the same seed
+        self.model = self.build_model().to(self.device)
+        if self.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.datasets = self.build_datasets()
+        self.train_loader = self.loader("train", shuffle=True)
+        self.val_loader = self.loader("val", shuffle=False)
+        self.optimizer = self.configure_optimizer()
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches of the current epoch completed
+        self.global_step = 0
+        self.best: float | None = None
+        self.train_sums: dict[str, float] = {}
+
+    # ------------------------------------------------------- task hooks -----
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_datasets(self) -> dict[str, TensorBatchDataset]:
+        """``train``, ``val`` and ``test`` datasets."""
+        raise NotImplementedError
+
+    def step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise, and the metrics to report (without prefix)."""
+        raise NotImplementedError
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=self.hp.learning_rate, weight_decay=self.hp.weight_decay
+        )
+
+    # ------------------------------------------------------------- loop -----
+
+    @property
+    def raw_model(self) -> nn.Module:
+        """The model without its DistributedDataParallel wrapper: what checkpoints hold."""
+        return self.model.module if self.distributed else self.model
+
+    def loader(self, split: str, shuffle: bool) -> DataLoader:
+        return make_loader(
+            self.datasets[split], self.hp.batch_size, shuffle, self.run.seed, self.run.args.num_workers
+        )
+
+    def to_device(self, batch: Batch) -> Batch:
+        non_blocking = self.device.type == "cuda"
+        return tuple(tensor.to(self.device, non_blocking=non_blocking) for tensor in batch)
+
+    def fit(self) -> dict[str, float]:
+        """Train for ``epochs`` epochs (resuming if the run has a checkpoint); return final metrics."""
+        if self.run.resuming:
+            self.load_checkpoint()
+        tracker = None
+        if is_rank_zero():
+            tracker = Tracker(self.run.logs, self.run.name, self.run.hparams, self.global_step)
+        metrics: dict[str, float] = {}
+        try:
+            while self.epoch < self.hp.epochs:
+                train_metrics = self.train_epoch(tracker)
+                metrics = {**train_metrics, **self.evaluate(self.val_loader, "val")}
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.end_epoch(metrics, tracker)
+                if self.stop_requested():
+                    raise RunInterrupted(f"after epoch {self.epoch}")
+        finally:
+            if tracker is not None:
+                tracker.close()
+        return {**metrics, f"best_{self.main_metric}": self.best if self.best is not None else float("nan")}
+
+    def train_epoch(self, tracker: Tracker | None) -> dict[str, float]:
+        if self.batch_in_epoch == 0:
+            seed_everything(epoch_seed(self.run.seed, self.epoch))
+            self.train_sums = {}
+        self.train_loader.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        self.model.train()
+        for batch in self.train_loader:
+            loss, batch_metrics = self.step(self.to_device(batch))
+            if not torch.isfinite(loss):
+                raise RunDiverged(
+                    f"loss became {loss.item()} at epoch {self.epoch}, step {self.global_step + 1}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.global_step += 1
+            self.batch_in_epoch += 1
+            values = {f"train_{key}": value.item() for key, value in batch_metrics.items()}
+            for key, value in values.items():
+                self.train_sums[key] = self.train_sums.get(key, 0.0) + value
+            if tracker is not None and self.global_step % self.run.args.log_every_n_steps == 0:
+                tracker.log(values, self.global_step)
+            if self.stop_requested():
+                self.save_checkpoint("last")
+                raise RunInterrupted(f"at epoch {self.epoch}, batch {self.batch_in_epoch}")
+        return {key: total / self.batch_in_epoch for key, total in self.train_sums.items()}
+
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader, prefix: str) -> dict[str, float]:
+        """Sample-weighted means of the step metrics over ``loader`` (over all ranks)."""
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), device=self.device)
+        for batch in loader:
+            batch = self.to_device(batch)
+            _, batch_metrics = self.step(batch)
+            size = len(batch[0])
+            for key, value in batch_metrics.items():
+                sums[key] = sums.get(key, 0.0) + value.detach() * size
+            count += size
+        keys = sorted(sums)
+        totals = torch.stack([sums[key] for key in keys] + [count])
+        if self.distributed:
+            torch.distributed.all_reduce(totals)
+        return {f"{prefix}_{key}": (totals[i] / totals[-1]).item() for i, key in enumerate(keys)}
+
+    def end_epoch(self, metrics: dict[str, float], tracker: Tracker | None) -> None:
+        if not is_rank_zero():
+            return
+        score = metrics[self.main_metric]
+        improved = self.best is None or (score > self.best if self.main_mode == "max" else score < self.best)
+        if improved:
+            self.best = score
+        self.save_checkpoint("last")
+        if improved:
+            self.save_checkpoint("best")
+        if tracker is not None:
+            tracker.log(metrics, self.global_step)
+        self.run.record_progress(self.epoch, self.global_step, metrics)
+        shown = "  ".join(f"{key} {value:.4f}" for key, value in sorted(metrics.items()))
+        print(f"epoch {self.epoch}/{self.hp.epochs}  step {self.global_step}  {shown}")
+
+    def stop_requested(self) -> bool:
+        """Has a signal asked to stop? Under torchrun, every rank agrees on the answer."""
+        if not self.distributed:
+            return self.run.stop_requested
+        flag = torch.tensor([1.0 if self.run.stop_requested else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and self.run.stop_signal is None:
+            self.run.stop_signal = "SIGTERM"  # another rank got the signal
+        return bool(flag.item())
+
+    # ------------------------------------------------------ checkpoints -----
+
+    def save_checkpoint(self, name: str) -> None:
+        """Everything needed to continue bit-for-bit, written atomically (rank 0 only)."""
+        if not is_rank_zero():
+            return
+        state = {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "train_sums": self.train_sums,
+            "rng": get_rng_state(),
+            "hparams": self.run.hparams,
+        }
+        atomic_torch_save(state, self.run.checkpoints / f"{name}.pt")
+
+    def load_checkpoint(self) -> None:
+        path = self.run.checkpoints / "last.pt"
+        if not path.exists():
+            return  # stopped before its first checkpoint: start from scratch
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+        self.global_step = state["global_step"]
+        self.best = state["best"]
+        self.train_sums = state["train_sums"]
+        set_rng_state(state["rng"])
+        print(f"resumed from {path} at epoch {self.epoch}, batch {self.batch_in_epoch}")
+{%- endif %}

@@ -1,0 +1,121 @@
+{%- if cookiecutter.framework == 'pytorch' -%}
+"""Experiment tracking for the plain-PyTorch trainers: one small class, one backend.
+
+{% if cookiecutter.tracker == 'tensorboard' -%}
+TensorBoard event files go to the run's ``logs/``: ``tensorboard --logdir experiments``.
+{%- elif cookiecutter.tracker == 'csv' -%}
+Metrics go to ``logs/metrics.csv`` in the run directory, one row per logged step.
+{%- else -%}
+Weights & Biases, offline unless ``WANDB_MODE=online`` (run ``wandb sync`` later).
+{%- endif %}
+"""
+
+from __future__ import annotations
+
+{% if cookiecutter.tracker == 'csv' -%}
+import csv
+{% elif cookiecutter.tracker == 'wandb' -%}
+import os
+{% endif -%}
+from pathlib import Path
+from typing import Any
+
+
+class Tracker:
+    """Logs scalar metrics against the global step."""
+
+    def __init__(self, log_dir: Path, run_name: str, hparams: dict[str, Any], start_step: int) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+{%- if cookiecutter.tracker == 'tensorboard' %}
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a killed attempt logged past the checkpoint we resume from
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_step or None)
+        if not start_step:
+            self.writer.add_text("hparams", str(hparams))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+{%- elif cookiecutter.tracker == 'csv' %}
+        self.path = log_dir / "metrics.csv"
+        self.start_step = start_step
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        new_file = not self.path.exists()
+        with self.path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new_file:
+                writer.writerow(["step", "metric", "value"])
+            writer.writerows([step, key, value] for key, value in metrics.items())
+
+    def close(self) -> None:
+        pass
+{%- else %}
+        import wandb
+
+        os.environ.setdefault("WANDB_MODE", "offline")
+        self.wandb_run = wandb.init(
+            project={{ cookiecutter.project_slug | tojson }},
+            name=run_name,
+            id=run_name.replace("/", "-")[:64],
+            resume="allow",
+            dir=str(log_dir),
+            config=hparams,
+        )
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.wandb_run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.wandb_run.finish()
+{%- endif %}
+{% else -%}
+"""Experiment tracking: the Lightning logger of the chosen backend.
+
+{% if cookiecutter.tracker == 'tensorboard' -%}
+TensorBoard event files go to the run's ``logs/``: ``tensorboard --logdir experiments``.
+{%- elif cookiecutter.tracker == 'csv' -%}
+Metrics go to ``logs/metrics.csv`` in the run directory.
+{%- else -%}
+Weights & Biases, offline unless ``WANDB_MODE=online`` (run ``wandb sync`` later).
+{%- endif %}
+"""
+
+from __future__ import annotations
+
+{% if cookiecutter.tracker == 'wandb' -%}
+import os
+{% endif -%}
+from pathlib import Path
+
+from pytorch_lightning.loggers import Logger
+
+
+def make_logger(log_dir: Path, run_name: str) -> Logger:
+    """A logger writing into ``log_dir`` itself, with no version subfolders: the run is the version."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+{%- if cookiecutter.tracker == 'tensorboard' %}
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=str(log_dir), name="", version="", default_hp_metric=False)
+{%- elif cookiecutter.tracker == 'csv' %}
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=str(log_dir), name="", version="")
+{%- else %}
+    from pytorch_lightning.loggers import WandbLogger
+
+    os.environ.setdefault("WANDB_MODE", "offline")
+    return WandbLogger(
+        project={{ cookiecutter.project_slug | tojson }},
+        name=run_name,
+        id=run_name.replace("/", "-")[:64],
+        resume="allow",
+        save_dir=str(log_dir),
+    )
+{%- endif %}
+{% endif -%}
