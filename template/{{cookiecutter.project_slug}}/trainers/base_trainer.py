@@ -118,7 +118,9 @@ class RunProtocol(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             metrics = epoch_metrics(trainer)
-            self.run.record_progress(trainer.current_epoch + 1, trainer.global_step, metrics)
+            self.run.record_progress(
+                trainer.current_epoch + 1, trainer.global_step, metrics, module.main_metric
+            )
 
 
 def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
@@ -379,7 +381,7 @@ class BaseTrainer:
             self.save_checkpoint("best")
         if tracker is not None:
             tracker.log(metrics, self.global_step)
-        self.run.record_progress(self.epoch, self.global_step, metrics)
+        self.run.record_progress(self.epoch, self.global_step, metrics, self.main_metric)
         shown = "  ".join(f"{key} {value:.4f}" for key, value in sorted(metrics.items()))
         print(f"epoch {self.epoch}/{self.hp.epochs}  step {self.global_step}  {shown}")
 

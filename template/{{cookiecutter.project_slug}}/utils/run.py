@@ -143,11 +143,13 @@ class Run:
         """True once SIGINT, SIGTERM or SIGUSR1 arrived: stop at the next safe point."""
         return self.stop_signal is not None
 
-    def record_progress(self, epoch: int, step: int, metrics: dict[str, float]) -> None:
-        """Write what the last completed epoch achieved, for ``dlscaffold status``."""
+    def record_progress(
+        self, epoch: int, step: int, metrics: dict[str, float], main_metric: str
+    ) -> None:
+        """Write what the last completed epoch achieved, for ``dlscaffold status`` and sweeps."""
         write_json(
             self.dir / "progress.json",
-            {"epoch": epoch, "step": step, "metrics": metrics, "time": _now()},
+            {"epoch": epoch, "step": step, "metrics": metrics, "main_metric": main_metric, "time": _now()},
         )
 
 
@@ -262,7 +264,7 @@ def write_flag(run: Run, flag: str, **content: Any) -> None:
 
 def _progress_summary(run: Run) -> dict[str, Any]:
     progress = read_json(run.dir / "progress.json") or {}
-    return {"epoch": progress.get("epoch"), "step": progress.get("step")}
+    return {key: progress.get(key) for key in ("epoch", "step", "main_metric")}
 
 
 def archive(run_dir: Path) -> Path:

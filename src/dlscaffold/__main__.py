@@ -1,0 +1,5 @@
+"""``python -m dlscaffold``."""
+
+from dlscaffold.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""Put a new project under git, with its generated state as the first commit.
+
+The run manifest records the commit a run was trained from, so a project that
+starts under version control can reproduce its runs from day one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+FALLBACK_IDENTITY = ["-c", "user.name=dlscaffold", "-c", "user.email=dlscaffold@localhost"]
+
+
+def inside_repository(path: Path) -> bool:
+    """Whether ``path`` (an existing directory) already belongs to a git work tree."""
+    result = _git(path, "rev-parse", "--is-inside-work-tree")
+    return result is not None and result.returncode == 0 and result.stdout.strip() == "true"
+
+
+def init_with_first_commit(root: Path, message: str) -> str | None:
+    """``git init`` and commit everything; return why not, or ``None`` on success."""
+    if shutil.which("git") is None:
+        return "git is not installed"
+    for command in (["init", "-q"], ["add", "-A"]):
+        result = _git(root, *command)
+        if result is None or result.returncode != 0:
+            return _reason(result)
+    identity = [] if _has_identity(root) else FALLBACK_IDENTITY
+    result = _git(root, *identity, "commit", "-q", "-m", message)
+    return None if result is not None and result.returncode == 0 else _reason(result)
+
+
+def _has_identity(root: Path) -> bool:
+    for key in ("user.name", "user.email"):
+        result = _git(root, "config", key)
+        if result is None or not result.stdout.strip():
+            return False
+    return True
+
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+
+
+def _reason(result: subprocess.CompletedProcess[str] | None) -> str:
+    if result is None:
+        return "git could not be run"
+    return result.stderr.strip() or f"git exited with {result.returncode}"

@@ -1,0 +1,140 @@
+"""The rendering engine: a template tree rendered with Jinja into a staging directory.
+
+It reproduces what cookiecutter does to a tree (paths and file contents are
+Jinja templates, binary files and ``_copy_without_render`` globs are copied,
+file modes are kept) with jinja2 alone, which is several times faster than
+importing cookiecutter. Nothing reaches its destination until the whole tree
+has rendered: see :func:`staging_dir`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+
+from dlscaffold.errors import TemplateError
+
+SKIPPED_NAMES = frozenset({"__pycache__", ".DS_Store"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_string(source: str, context: dict[str, Any]) -> str:
+    """Render one Jinja string with ``cookiecutter`` bound to ``context``."""
+    try:
+        return _environment().from_string(source).render(cookiecutter=context)
+    except jinja2.TemplateError as error:
+        raise TemplateError(f"cannot render {source[:60]!r}: {error}") from error
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file of the output: its path relative to the project root, and its source."""
+
+    path: PurePosixPath
+    source: Path
+
+
+def plan(
+    project_template: Path,
+    context: dict[str, Any],
+    include: Callable[[PurePosixPath], bool] = lambda _: True,
+) -> list[RenderedFile]:
+    """The files a render would write, with rendered paths, in a stable order.
+
+    ``include`` sees each file's *template* path (with its Jinja), which is how
+    add-task selects the files that belong to a task.
+    """
+    files = []
+    for source in sorted(_walk(project_template)):
+        template_path = PurePosixPath(source.relative_to(project_template).as_posix())
+        if include(template_path):
+            rendered = PurePosixPath(*(render_string(part, context) for part in template_path.parts))
+            files.append(RenderedFile(rendered, source))
+    return files
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for directory, subdirs, filenames in os.walk(root):
+        subdirs[:] = [name for name in subdirs if name not in SKIPPED_NAMES]
+        for name in filenames:
+            if name not in SKIPPED_NAMES and not name.endswith(SKIPPED_SUFFIXES):
+                yield Path(directory, name)
+
+
+def write(files: list[RenderedFile], context: dict[str, Any], destination: Path) -> None:
+    """Render ``files`` under ``destination``, keeping each source's permission bits."""
+    verbatim = context.get("_copy_without_render", [])
+    for file in files:
+        target = destination.joinpath(*file.path.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = file.source.read_bytes()
+        if b"\0" not in data[:8192] and not _matches(file.path, verbatim):
+            try:
+                text = _environment().from_string(data.decode("utf-8")).render(cookiecutter=context)
+            except (UnicodeDecodeError, jinja2.TemplateError) as error:
+                raise TemplateError(f"cannot render {file.source}: {error}") from error
+            data = text.encode("utf-8")
+        target.write_bytes(data)
+        shutil.copymode(file.source, target)
+
+
+def _matches(path: PurePosixPath, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatch(str(path), pattern) for pattern in patterns)
+
+
+@contextmanager
+def staging_dir(beside: Path) -> Iterator[Path]:
+    """A scratch directory on the destination's file system, removed whatever happens.
+
+    Rendering into it first means a failure half-way leaves nothing behind, and
+    moving its content into place is a rename, not a copy.
+    """
+    beside.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=".dlscaffold-staging-", dir=beside))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def move_into(staging: Path, destination: Path, paths: list[Path]) -> None:
+    """Move rendered files from ``staging`` into ``destination``: all of them, or none.
+
+    Each move is a rename on one file system; should one still fail, the files
+    already moved and the directories made for them are taken back out.
+    """
+    moved: list[Path] = []
+    made: list[Path] = []
+    try:
+        for path in paths:
+            for parent in reversed((destination / path).parents):
+                if not parent.exists():
+                    parent.mkdir()
+                    made.append(parent)
+            os.rename(staging / path, destination / path)
+            moved.append(path)
+    except BaseException:
+        for path in moved:
+            os.rename(destination / path, staging / path)
+        for directory in reversed(made):
+            directory.rmdir()
+        raise

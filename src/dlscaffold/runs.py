@@ -1,0 +1,174 @@
+"""The read side of the run-directory protocol, for ``dlscaffold status``.
+
+A generated project writes, per run, at most one flag file (``finished.out``,
+``interrupted.out``, ``failed.out``), a ``run.lock`` while a process trains it
+and ``progress.json`` after each epoch. This module reads those files and
+nothing else: it never imports the project or torch, and a half-written or
+malformed file is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+FLAGS = {"finished.out": "finished", "interrupted.out": "interrupted", "failed.out": "failed"}
+LOCK = "run.lock"
+PROGRESS = "progress.json"
+
+
+@dataclass
+class RunStatus:
+    task: str
+    run: str
+    state: str  # finished, interrupted, failed, running or incomplete
+    epoch: int | None = None
+    step: int | None = None
+    metric_name: str | None = None
+    metric: float | None = None
+    updated: str | None = None
+    reason: str | None = None
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]:
+    """Every run directory under ``experiments/*/results/``, sorted by task and run."""
+    experiments = project_root / "experiments"
+    runs = []
+    for task_dir in sorted(_subdirs(experiments)):
+        if task is not None and task_dir.name != task:
+            continue
+        for run_dir in sorted(_subdirs(task_dir / "results")):
+            runs.append(read_run(task_dir.name, run_dir))
+    return runs
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def read_run(task: str, run_dir: Path) -> RunStatus:
+    """The state of one run directory, whatever condition its files are in."""
+    status = RunStatus(task=task, run=run_dir.name, state="incomplete", path=str(run_dir))
+    flag_name = next((name for name in FLAGS if (run_dir / name).exists()), None)
+    flag = _read_json(run_dir / flag_name) if flag_name else None
+    progress = _read_json(run_dir / PROGRESS)
+    if flag_name:
+        status.state = FLAGS[flag_name]
+        if flag is None:
+            status.reason = f"{flag_name} is malformed"
+        elif status.state != "finished":
+            status.reason = _text(flag.get("reason"))
+    elif (run_dir / LOCK).exists():
+        status.state, status.reason = _lock_state(run_dir / LOCK)
+    elif not any((run_dir / name).exists() for name in ("hparams.json", PROGRESS, "checkpoints")):
+        status.reason = "no protocol files: not a run, or written by something else"
+    for source in (progress, flag):
+        if isinstance(source, dict):
+            status.epoch = _int(source.get("epoch"), status.epoch)
+            status.step = _int(source.get("step"), status.step)
+            _take_metric(status, source)
+    status.updated = _last_update(run_dir, flag_name)
+    return status
+
+
+def _lock_state(lock: Path) -> tuple[str, str | None]:
+    owner = _read_json(lock)
+    if not isinstance(owner, dict):
+        return "running", "lock being written"
+    pid, host = owner.get("pid"), owner.get("host")
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return "running", f"pid {pid} on {host}"
+    if _pid_alive(pid):
+        return "running", None
+    return "interrupted", f"process {pid} died without a flag (killed?)"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take_metric(status: RunStatus, source: dict[str, Any]) -> None:
+    metrics = source.get("metrics")
+    name = source.get("main_metric") or status.metric_name
+    if not isinstance(metrics, dict) or not isinstance(name, str):
+        return
+    value = metrics.get(name)
+    if isinstance(value, (int, float)):
+        status.metric_name, status.metric = name, float(value)
+
+
+def _last_update(run_dir: Path, flag_name: str | None) -> str | None:
+    times = []
+    for name in (flag_name, PROGRESS, LOCK):
+        if name:
+            with contextlib.suppress(OSError):
+                times.append((run_dir / name).stat().st_mtime)
+    if not times:
+        try:
+            times.append(run_dir.stat().st_mtime)
+        except OSError:
+            return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max(times)))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _int(value: Any, fallback: int | None) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else fallback
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def format_table(runs: list[RunStatus]) -> str:
+    """An aligned text table, one run per line."""
+    if not runs:
+        return "No runs yet. Train one: python experiments/<task>/train.py"
+    header = ["TASK", "RUN", "STATE", "EPOCH", "STEP", "METRIC", "UPDATED", "REASON"]
+    rows = [header]
+    for run in runs:
+        metric = f"{run.metric_name}={run.metric:.4f}" if run.metric is not None else "-"
+        rows.append(
+            [
+                run.task,
+                run.run,
+                run.state,
+                _show(run.epoch),
+                _show(run.step),
+                metric,
+                run.updated or "-",
+                run.reason or "",
+            ]
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _show(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,159 @@
+"""Run a grid of experiments; relaunch it and only what still needs running runs.
+
+    python scripts/sweep.py {{ cookiecutter.task_name }} --grid learning_rate=0.01,0.001 --grid seed=0,1 -- --epochs 2
+    python scripts/sweep.py {{ cookiecutter.task_name }} --sweep_file sweep.json --workers 2
+    python scripts/sweep.py {{ cookiecutter.task_name }} --grid seed=0,1 --dry-run
+
+Each point of the grid is one ``train.py`` command and one run directory.
+Finished runs are skipped, interrupted ones resume, failed ones are reported
+(``--retry_failed`` runs them again); one failing run does not stop the others.
+A sweep file is JSON: ``{"grid": {"seed": [0, 1]}, "args": ["--epochs", "2"]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from utils.run import default_run_name, flag_state
+from utils.utils import read_json
+
+
+@dataclass
+class Point:
+    """One run of the sweep: its train.py arguments and where it lands."""
+
+    args: list[str]
+    name: str
+    run_dir: Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", help="the experiment to sweep: experiments/<task>/train.py")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="a hyperparameter and its values; repeat for a product grid",
+    )
+    parser.add_argument("--sweep_file", type=Path, help="JSON file with 'grid' and 'args'")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once (default: 1)")
+    parser.add_argument("--retry_failed", action="store_true", help="run failed runs again")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("train_args", nargs="*", help="after --: passed to every train.py command")
+    return parser
+
+
+def parse_grid(specs: list[str], sweep_file: Path | None) -> tuple[dict[str, list[str]], list[str]]:
+    grid: dict[str, list[str]] = {}
+    extra: list[str] = []
+    if sweep_file is not None:
+        content = json.loads(sweep_file.read_text())
+        for key, values in content.get("grid", {}).items():
+            grid[key] = [str(value) for value in values]
+        extra = [str(arg) for arg in content.get("args", [])]
+    for spec in specs:
+        name, separator, values = spec.partition("=")
+        if not separator or not name or not values:
+            raise SystemExit(f"--grid expects NAME=V1,V2,..., not {spec!r}")
+        grid[name] = values.split(",")
+    return grid, extra
+
+
+def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Point]:
+    """Every combination of the grid, named exactly as train.py will name it."""
+    train = load_train_script(task)
+    parser = train.build_parser()
+    points = []
+    for values in itertools.product(*grid.values()):
+        args = [*extra]
+        for name, value in zip(grid, values):
+            args += [f"--{name}", value]
+        parsed = parser.parse_args(args)
+        name = parsed.run_name or default_run_name(parsed, parser)
+        points.append(Point(args=args, name=name, run_dir=parsed.results_dir / name))
+    return points
+
+
+def load_train_script(task: str):
+    import importlib.util
+
+    path = PROJECT_ROOT / "experiments" / task / "train.py"
+    if not path.exists():
+        raise SystemExit(f"no task {task!r}: {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"{task}_train", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def command(task: str, point: Point) -> list[str]:
+    return [sys.executable, str(PROJECT_ROOT / "experiments" / task / "train.py"), *point.args]
+
+
+def run_point(task: str, point: Point, retry_failed: bool) -> int:
+    """Train one point, its output going to ``<run>/stdout.log``."""
+    args = [*command(task, point), *(["--retry_failed"] if retry_failed else [])]
+    point.run_dir.mkdir(parents=True, exist_ok=True)
+    with (point.run_dir / "stdout.log").open("a") as log:
+        return subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+
+
+def to_run(points: list[Point], retry_failed: bool) -> list[Point]:
+    """The points that still need training, saying why the others are left alone."""
+    pending = []
+    for point in points:
+        state = flag_state(point.run_dir)
+        if state == "finished" or (state == "failed" and not retry_failed):
+            print(f"skip   {point.name} ({state})")
+        else:
+            print(f"{'resume' if state == 'interrupted' else 'run':<6} {point.name}")
+            pending.append(point)
+    return pending
+
+
+def summary(points: list[Point]) -> str:
+    rows = [("RUN", "STATE", "METRIC", "REASON")]
+    for point in points:
+        state = flag_state(point.run_dir) or "incomplete"
+        flag = read_json(point.run_dir / f"{state}.out") or {}
+        progress = read_json(point.run_dir / "progress.json") or {}
+        metric_name = progress.get("main_metric")
+        value = (flag.get("metrics") or progress.get("metrics") or {}).get(metric_name)
+        metric = f"{metric_name}={value:.4f}" if isinstance(value, float) else "-"
+        rows.append((point.name, state, metric, flag.get("reason") or ""))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    grid, extra = parse_grid(args.grid, args.sweep_file)
+    points = expand(args.task, grid, [*extra, *args.train_args])
+    if args.dry_run:
+        for point in points:
+            print(" ".join(command(args.task, point)))
+        return 0
+    pending = to_run(points, args.retry_failed)
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        codes = list(pool.map(lambda point: run_point(args.task, point, args.retry_failed), pending))
+    print()
+    print(summary(points))
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
