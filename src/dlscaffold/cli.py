@@ -87,7 +87,7 @@ def new(
     from dlscaffold.create import create_project
 
     answers = {"project_name": name}
-    interactive = not no_input and sys.stdin.isatty()
+    interactive = not no_input and _stdin_is_terminal()
     for key, value in options.items():
         if value is not None:
             answers[key] = value
@@ -95,6 +95,10 @@ def new(
             answers[key] = _ask(key)
     result = create_project(answers, output_dir, force=force, use_git=not no_git)
     _report_new(result, answers)
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _ask(key: str) -> str:

@@ -1,0 +1,84 @@
+"""Start-up and generation speed of the dlscaffold command, against baselines timed in the same run.
+
+    python benchmarks/bench_cli.py [--repeats 15]
+
+Prints the median wall time of each command and the ratio to its baseline:
+  * ``dlscaffold --help`` against ``python -c "import click"``: the CLI must not
+    import anything heavy at start-up (goal: at most 1.5x);
+  * ``dlscaffold new`` against ``cookiecutter <repo> --no-input`` on the same
+    template (goal: at most 1.0x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def dlscaffold_command() -> list[str]:
+    found = shutil.which("dlscaffold")
+    return [found] if found else [sys.executable, "-m", "dlscaffold"]
+
+
+def cookiecutter_command() -> list[str]:
+    found = shutil.which("cookiecutter")
+    return [found] if found else [sys.executable, "-m", "cookiecutter"]
+
+
+def median_seconds(command: list[str], repeats: int, fresh_dir: bool = False) -> float:
+    """Median wall time of ``command``; ``fresh_dir`` runs each repeat in a new empty directory."""
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as workdir:
+            cwd = workdir if fresh_dir else REPO_ROOT
+            start = time.perf_counter()
+            subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=15)
+    repeats = parser.parse_args().repeats
+
+    pairs = [
+        (
+            "start-up",
+            dlscaffold_command() + ["--help"],
+            [sys.executable, "-c", "import click"],
+            1.5,
+            False,
+        ),
+        (
+            "generate",
+            dlscaffold_command() + ["new", "bench", "--no-input", "--no-git"],
+            cookiecutter_command() + [str(REPO_ROOT), "--no-input", "project_name=bench"],
+            1.0,
+            True,
+        ),
+    ]
+    print(f"{'measure':<10} {'dlscaffold':>11} {'baseline':>11} {'ratio':>7} {'goal':>6}")
+    for label, ours, baseline, goal, fresh in pairs:
+        ours_s = median_seconds(ours, repeats, fresh)
+        baseline_s = median_seconds(baseline, repeats, fresh)
+        ratio = ours_s / baseline_s
+        verdict = "ok" if ratio <= goal else "SLOW"
+        times = f"{ours_s * 1000:>9.1f}ms {baseline_s * 1000:>9.1f}ms"
+        print(f"{label:<10} {times} {ratio:>6.2f}x {goal:>5.1f}x {verdict}")
+    print(f"(median of {repeats} runs each)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
