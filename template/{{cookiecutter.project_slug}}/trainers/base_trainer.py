@@ -111,8 +111,7 @@ class RunProtocol(Callback):
         stop = trainer.strategy.reduce_boolean_decision(self.run.stop_requested, all=False)
         if stop:
             raise RunInterrupted(
-                f"during epoch {trainer.current_epoch}; resumes from the end of epoch "
-                f"{trainer.current_epoch}"
+                f"during epoch {trainer.current_epoch + 1}, which restarts from its beginning"
             )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -135,13 +134,20 @@ def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
 def fit(module: BaseModule, run: Run) -> dict[str, float]:
     """Train ``module`` under the run protocol; return the final metrics."""
     args = run.args
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
         monitor=module.main_metric,
         mode=module.main_mode,
         save_top_k=1,
-        save_last=True,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    # a second callback rather than save_last, which only saves when `best` does
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="last",
+        save_top_k=1,
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
@@ -153,22 +159,22 @@ def fit(module: BaseModule, run: Run) -> dict[str, float]:
         num_nodes=args.num_nodes,
         precision=args.precision,
         logger=make_logger(run.logs, run.name),
-        callbacks=[RunProtocol(run), checkpoint],
+        callbacks=[RunProtocol(run), best, last],
         plugins=_plugins(),
         default_root_dir=run.dir,
         log_every_n_steps=args.log_every_n_steps,
         use_distributed_sampler=False,  # EpochBatchSampler shards by rank itself
     )
-    last = run.checkpoints / "last.ckpt"
+    last_path = run.checkpoints / "last.ckpt"
     trainer.fit(
         module,
         train_dataloaders=module.loader("train", shuffle=True, num_workers=args.num_workers),
         val_dataloaders=module.loader("val", shuffle=False, num_workers=args.num_workers),
-        ckpt_path=last if run.resuming and last.exists() else None,
+        ckpt_path=last_path if run.resuming and last_path.exists() else None,
     )
     metrics = epoch_metrics(trainer)
-    if checkpoint.best_model_score is not None:
-        metrics[f"best_{module.main_metric}"] = float(checkpoint.best_model_score)
+    if best.best_model_score is not None:
+        metrics[f"best_{module.main_metric}"] = float(best.best_model_score)
     return metrics
 
 

@@ -125,9 +125,11 @@ class EpochBatchSampler(Sampler[list[int]]):
         return [shard[i : i + self.batch_size] for i in range(0, len(shard), self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
+        # A generator, so the order is drawn at the first batch rather than when the
+        # iterator is made: Lightning makes it before calling set_epoch on a resume.
         batches = self._batches()[self.start_batch :]
         self.start_batch = 0  # only the first epoch after a resume starts mid-way
-        return iter(batches)
+        yield from batches
 
     def __len__(self) -> int:
         rank, world = _rank_and_world()
