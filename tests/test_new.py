@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,16 @@ def test_cli_choices_come_from_the_template() -> None:
     assert questions["framework"][0] == "lightning"
     assert questions["tracker"][0] == "tensorboard"
     assert questions["task_name"] == "task1"
+
+
+def test_new_never_imports_torch_or_lightning(tmp_path: Path) -> None:
+    code = (
+        "import sys; from dlscaffold.cli import main\n"
+        "try:\n    main(['new', 'demo', '--no-input', '--no-git', '--output-dir', sys.argv[1]])\n"
+        "except SystemExit as done:\n    assert done.code == 0\n"
+        "heavy = {'torch', 'pytorch_lightning', 'lightning', 'numpy'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo").is_dir()

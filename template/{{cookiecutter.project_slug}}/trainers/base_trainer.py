@@ -69,7 +69,7 @@ class BaseModule(pl.LightningModule):
         loss, metrics = self.step(batch)
         if not torch.isfinite(loss):
             raise RunDiverged(
-                f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step + 1}"
+                f"loss became {loss.item()} at step {self.global_step + 1} (epoch {self.current_epoch + 1})"
             )
         self.log_dict({f"train_{key}": value for key, value in metrics.items()}, on_epoch=True)
         return loss
@@ -294,6 +294,10 @@ class BaseTrainer:
     # ------------------------------------------------------------- loop -----
 
     @property
+    def position(self) -> str:
+        return f"step {self.global_step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch})"
+
+    @property
     def raw_model(self) -> nn.Module:
         """The model without its DistributedDataParallel wrapper: what checkpoints hold."""
         return self.model.module if self.distributed else self.model
@@ -339,7 +343,7 @@ class BaseTrainer:
             loss, batch_metrics = self.step(self.to_device(batch))
             if not torch.isfinite(loss):
                 raise RunDiverged(
-                    f"loss became {loss.item()} at epoch {self.epoch}, step {self.global_step + 1}"
+                    f"loss became {loss.item()} at step {self.global_step + 1} (epoch {self.epoch + 1})"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -353,7 +357,7 @@ class BaseTrainer:
                 tracker.log(values, self.global_step)
             if self.stop_requested():
                 self.save_checkpoint("last")
-                raise RunInterrupted(f"at epoch {self.epoch}, batch {self.batch_in_epoch}")
+                raise RunInterrupted(f"at {self.position}")
         return {key: total / self.batch_in_epoch for key, total in self.train_sums.items()}
 
     @torch.no_grad()
@@ -424,7 +428,12 @@ class BaseTrainer:
         path = self.run.checkpoints / "last.pt"
         if not path.exists():
             return  # stopped before its first checkpoint: start from scratch
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise RuntimeError(
+                f"cannot resume: {path} is unreadable ({error}); --retry_failed starts the run over"
+            ) from error
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
@@ -433,5 +442,5 @@ class BaseTrainer:
         self.best = state["best"]
         self.train_sums = state["train_sums"]
         set_rng_state(state["rng"])
-        print(f"resumed from {path} at epoch {self.epoch}, batch {self.batch_in_epoch}")
+        print(f"resumed from {path} at {self.position}")
 {%- endif %}

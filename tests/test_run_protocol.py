@@ -1,0 +1,228 @@
+"""The run protocol, end to end: real training processes, real signals, real files.
+
+Each framework gets one generated project and one uninterrupted reference run;
+every other run is compared with it. Waits are on files and processes, never on
+fixed sleeps alone, so a loaded machine makes the tests slower, not flaky.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import FRAMEWORKS, run_cli, run_python
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["experiments/task1/train.py", "--epochs", "10", "--batch_size", "16", "--hidden_size", "16"]
+SUFFIX = {"lightning": "ckpt", "pytorch": "pt"}
+WEIGHTS_KEY = {"lightning": "state_dict", "pytorch": "model"}
+
+
+class Project:
+    """A generated project, with helpers to train its first task and read its runs."""
+
+    def __init__(self, root: Path, framework: str) -> None:
+        self.root = root
+        self.framework = framework
+        self.results = root / "experiments" / "task1" / "results"
+
+    def train(self, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_python([*TRAIN, "--run_name", name, *extra], cwd=self.root)
+
+    def start(self, name: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, *TRAIN, "--run_name", name, *extra],
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run_dir(self, name: str) -> Path:
+        return self.results / name
+
+    def last_checkpoint(self, name: str) -> Path:
+        return self.run_dir(name) / "checkpoints" / f"last.{SUFFIX[self.framework]}"
+
+    def weights(self, name: str) -> dict:
+        import torch
+
+        return torch.load(self.last_checkpoint(name), map_location="cpu", weights_only=False)[
+            WEIGHTS_KEY[self.framework]
+        ]
+
+    def flags(self, name: str) -> list[str]:
+        return sorted(path.name for path in self.run_dir(name).iterdir() if path.suffix in (".out", ".lock"))
+
+    def status(self) -> dict[str, dict]:
+        result = run_cli("status", str(self.root), "--json")
+        assert result.exit_code == 0, result.output
+        return {run["run"]: run for run in json.loads(result.output)}
+
+
+def wait_for(
+    condition: Callable[[], bool], process: subprocess.Popen[str] | None = None, timeout: float = 180
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the process ended before the condition held:\n{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting")
+        time.sleep(0.02)
+
+
+def assert_same_weights(project: Project, run: str, reference: str) -> None:
+    import torch
+
+    ours, theirs = project.weights(run), project.weights(reference)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        if project.framework == "pytorch":  # plain PyTorch resumes bit for bit
+            assert torch.equal(ours[key], theirs[key]), key
+        else:
+            torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=0)
+
+
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    from dlscaffold.create import create_project
+
+    framework = request.param
+    root = create_project(
+        {"project_name": "proto", "framework": framework}, tmp_path_factory.mktemp(framework), use_git=False
+    ).root
+    project = Project(root, framework)
+    reference = project.train("reference")
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    return project
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGKILL])
+def test_interrupted_run_resumes_to_the_same_weights(project: Project, signum: signal.Signals) -> None:
+    name = f"stopped-by-{signum.name}"
+    process = project.start(name)
+    wait_for(lambda: project.last_checkpoint(name).exists(), process)
+    process.send_signal(signum)
+    output = process.communicate(timeout=180)[0]
+
+    if signum == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+        assert project.flags(name) == ["run.lock"]  # no chance to write a flag
+        assert project.status()[name]["state"] == "interrupted"
+    else:
+        assert process.returncode == 128 + signum, output
+        assert project.flags(name) == ["interrupted.out"]
+        interrupted = json.loads((project.run_dir(name) / "interrupted.out").read_text())
+        assert interrupted["reason"].startswith(signum.name)
+        assert project.status()[name]["state"] == "interrupted"
+
+    resumed = project.train(name)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert project.flags(name) == ["finished.out"]
+    assert_same_weights(project, name, "reference")
+    history = [
+        event["event"]
+        for event in json.loads((project.run_dir(name) / "manifest.json").read_text())["history"]
+    ]
+    expected = (
+        ["start", "resume", "finished"]
+        if signum == signal.SIGKILL
+        else ["start", "interrupted", "resume", "finished"]
+    )
+    assert history == expected
+
+
+def test_same_seed_gives_the_same_weights_under_another_name(project: Project) -> None:
+    assert project.train("twin").returncode == 0
+    assert_same_weights(project, "twin", "reference")
+
+
+def test_a_second_launch_of_a_live_run_is_refused(project: Project) -> None:
+    name = "live"
+    first = project.start(name, "--epochs", "400")
+    wait_for(lambda: project.last_checkpoint(name).exists(), first)
+    second = project.train(name, "--epochs", "400")
+    assert second.returncode == 3
+    assert "refusing to start a second copy" in second.stdout
+    assert first.poll() is None  # undisturbed
+    assert project.status()[name]["state"] == "running"
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=180)
+    assert project.flags(name) == ["interrupted.out"]
+
+
+def test_diverging_run_fails_and_is_skipped_until_retried(project: Project) -> None:
+    name = "diverging"
+    failed = project.train(name, "--learning_rate", "1e30")
+    assert failed.returncode == 1
+    assert project.flags(name) == ["failed.out"]
+    record = json.loads((project.run_dir(name) / "failed.out").read_text())
+    assert "RunDiverged" in record["reason"] and "at step" in record["reason"]
+    assert any("Traceback" in line for line in record["traceback"])
+    assert project.status()[name]["state"] == "failed"
+    assert "loss became" in project.status()[name]["reason"]
+
+    skipped = project.train(name, "--learning_rate", "1e30")
+    assert skipped.returncode == 0 and "failed before" in skipped.stdout
+
+    retried = project.train(name, "--learning_rate", "1e30", "--retry_failed")
+    assert retried.returncode == 1
+    archived = [path for path in project.results.iterdir() if path.name.startswith(f"{name}.")]
+    assert len(archived) == 1 and (archived[0] / "failed.out").exists()
+
+
+def test_finished_run_is_skipped_and_force_keeps_the_old_results(project: Project) -> None:
+    finished = project.run_dir("reference") / "finished.out"
+    before = finished.read_bytes()
+    skipped = project.train("reference")
+    assert skipped.returncode == 0 and "finished already" in skipped.stdout
+    assert finished.read_bytes() == before
+
+    forced = project.train("reference", "--force")
+    assert forced.returncode == 0
+    archived = [path for path in project.results.iterdir() if path.name.startswith("reference.")]
+    assert len(archived) == 1 and (archived[0] / "finished.out").read_bytes() == before
+    assert_same_weights(project, "reference", archived[0].name)
+
+
+def test_leftovers_of_a_kill_mid_write_are_ignored(project: Project) -> None:
+    name = "leftovers"
+    process = project.start(name)
+    wait_for(lambda: project.last_checkpoint(name).exists(), process)
+    process.kill()
+    process.communicate()
+    checkpoints = project.run_dir(name) / "checkpoints"
+    (checkpoints / f".last.{SUFFIX[project.framework]}.x1y2.tmp").write_bytes(b"half a checkpo")
+    (project.run_dir(name) / "progress.json").write_text('{"epoch": 3, "ste')
+    assert project.status()[name]["state"] == "interrupted"
+    resumed = project.train(name)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_same_weights(project, name, "reference")
+
+
+def test_a_corrupted_checkpoint_fails_clearly_and_retry_starts_over(project: Project) -> None:
+    name = "corrupted"
+    process = project.start(name)
+    wait_for(lambda: project.last_checkpoint(name).exists(), process)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=180)
+    project.last_checkpoint(name).write_bytes(b"not a checkpoint")
+
+    failed = project.train(name)
+    assert failed.returncode == 1
+    assert project.flags(name) == ["failed.out"]
+    assert project.status()[name]["reason"]
+
+    retried = project.train(name, "--retry_failed")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert_same_weights(project, name, "reference")

@@ -1,0 +1,111 @@
+"""``dlscaffold status`` reads run directories as the generated projects write them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def write(path: Path, content: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+
+
+def progress(epoch: int, value: float) -> dict[str, object]:
+    return {"epoch": epoch, "step": epoch * 10, "metrics": {"val_acc": value}, "main_metric": "val_acc"}
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture
+def project(new_project) -> Path:
+    root = new_project().root
+    results = root / "experiments" / "task1" / "results"
+    write(results / "done" / "progress.json", progress(20, 0.93))
+    write(
+        results / "done" / "finished.out",
+        {"state": "finished", "metrics": {"val_acc": 0.93}, **progress(20, 0.93)},
+    )
+    write(
+        results / "broken" / "failed.out",
+        {"state": "failed", "reason": "RunDiverged: loss became nan at step 7"},
+    )
+    write(results / "stopped" / "progress.json", progress(3, 0.7))
+    write(results / "stopped" / "interrupted.out", {"state": "interrupted", "reason": "SIGTERM: at step 31"})
+    alive = {"pid": os.getpid(), "host": socket.gethostname()}
+    write(results / "alive" / "run.lock", alive)
+    write(results / "alive" / "progress.json", progress(2, 0.6))
+    write(results / "killed" / "run.lock", {"pid": dead_pid(), "host": socket.gethostname()})
+    write(results / "killed" / "hparams.json", {})
+    (results / "empty").mkdir()
+    write(results / "garbled" / "finished.out", "{not json")
+    write(results / "garbled" / "progress.json", '{"epoch": ')
+    write(root / "experiments" / "other" / "results" / "run" / "finished.out", {"state": "finished"})
+    return root
+
+
+def test_json_lists_every_run_with_its_state(cli, project: Path) -> None:
+    result = cli("status", str(project), "--json")
+    assert result.exit_code == 0, result.output
+    runs = {(run["task"], run["run"]): run for run in json.loads(result.output)}
+    states = {key[1]: run["state"] for key, run in runs.items() if key[0] == "task1"}
+    assert states == {
+        "alive": "running",
+        "broken": "failed",
+        "done": "finished",
+        "empty": "incomplete",
+        "garbled": "finished",
+        "killed": "interrupted",
+        "stopped": "interrupted",
+    }
+    assert runs["other", "run"]["state"] == "finished"
+    assert runs["task1", "done"]["metric"] == pytest.approx(0.93)
+    assert runs["task1", "done"]["epoch"] == 20
+    assert runs["task1", "broken"]["reason"] == "RunDiverged: loss became nan at step 7"
+    assert "malformed" in runs["task1", "garbled"]["reason"]
+    assert "died" in runs["task1", "killed"]["reason"]
+
+
+def test_table_shows_progress_metric_and_reason(cli, project: Path) -> None:
+    result = cli("status", cwd=project / "experiments")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["TASK", "RUN", "STATE", "EPOCH", "STEP", "METRIC", "UPDATED", "REASON"]
+    done = next(line for line in lines if " done " in line)
+    assert "finished" in done and "20" in done and "val_acc=0.9300" in done
+    assert "loss became nan" in next(line for line in lines if " broken " in line)
+
+
+def test_task_filter(cli, project: Path) -> None:
+    runs = json.loads(cli("status", str(project), "--task", "other", "--json").output)
+    assert [(run["task"], run["run"]) for run in runs] == [("other", "run")]
+
+
+def test_no_runs_yet(cli, new_project) -> None:
+    result = cli("status", str(new_project().root))
+    assert result.exit_code == 0 and "No runs yet" in result.output
+
+
+def test_outside_a_project(cli, tmp_path: Path) -> None:
+    result = cli("status", str(tmp_path))
+    assert result.exit_code != 0 and "not inside a dlscaffold project" in result.output
+
+
+def test_status_never_imports_torch(project: Path) -> None:
+    code = (
+        "import sys; from dlscaffold.cli import main\n"
+        "try:\n    main(['status', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'pytorch_lightning' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(project)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
