@@ -61,12 +61,17 @@ def test_every_generated_python_file_compiles(every_flavour: dict[tuple[str, str
             compile(path.read_text(), str(path), "exec")
 
 
-def test_every_generated_python_file_is_ruff_clean(every_flavour: dict[tuple[str, str], Path]) -> None:
+def test_every_generated_python_file_is_ruff_clean_and_formatted(
+    every_flavour: dict[tuple[str, str], Path],
+) -> None:
     for root in every_flavour.values():
-        result = subprocess.run(
-            ["ruff", "check", "--no-cache", "."], cwd=root, capture_output=True, text=True
-        )
-        assert result.returncode == 0, f"{root.name}:\n{result.stdout}"
+        for command in (["check"], ["format", "--check", "--diff"]):
+            result = subprocess.run(
+                ["ruff", *command, "--no-cache", "."], cwd=root, capture_output=True, text=True
+            )
+            assert result.returncode == 0, (
+                f"ruff {command[0]} in {root.name}:\n{result.stdout}{result.stderr}"
+            )
 
 
 def test_no_jinja_and_no_bytecode_is_left(every_flavour: dict[tuple[str, str], Path]) -> None:

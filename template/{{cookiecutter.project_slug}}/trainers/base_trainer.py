@@ -36,7 +36,7 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num_nodes", type=int, default=1, help="machines taking part")
     group.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
     group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    group.add_argument("--log_every_n_steps", type=int, default=10, help="training-metric logging period")
+    group.add_argument("--log_every_n_steps", type=int, default=50, help="training-metric logging period")
 
 
 class BaseModule(pl.LightningModule):
@@ -207,6 +207,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Any
 
 import torch
@@ -226,7 +227,14 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("trainer (does not change the run's name)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
-    group.add_argument("--log_every_n_steps", type=int, default=10, help="training-metric logging period")
+    group.add_argument("--log_every_n_steps", type=int, default=50, help="training-metric logging period")
+    group.add_argument(
+        "--checkpoint_interval",
+        type=float,
+        default=60.0,
+        help="seconds between end-of-epoch saves of last.pt (0: every epoch); a signal and "
+        "the end of training always save (default: %(default)s)",
+    )
 
 
 def init_distributed() -> None:
@@ -271,7 +279,9 @@ class BaseTrainer:
         self.batch_in_epoch = 0  # batches of the current epoch completed
         self.global_step = 0
         self.best: float | None = None
-        self.train_sums: dict[str, float] = {}
+        self.last_saved = float("-inf")  # time.monotonic() of the last save of last.pt
+        self.unsaved_best: dict[str, Any] | None = None  # written together with last.pt
+        self.train_sums: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------- task hooks -----
 
@@ -308,7 +318,9 @@ class BaseTrainer:
         )
 
     def to_device(self, batch: Batch) -> Batch:
-        non_blocking = self.device.type == "cuda"
+        if self.device.type == "cpu":
+            return batch  # DataLoader batches already live there
+        non_blocking = self.device.type == "cuda"  # overlaps the copy with compute, from pinned memory
         return tuple(tensor.to(self.device, non_blocking=non_blocking) for tensor in batch)
 
     def fit(self) -> dict[str, float]:
@@ -350,15 +362,14 @@ class BaseTrainer:
             self.optimizer.step()
             self.global_step += 1
             self.batch_in_epoch += 1
-            values = {f"train_{key}": value.item() for key, value in batch_metrics.items()}
-            for key, value in values.items():
-                self.train_sums[key] = self.train_sums.get(key, 0.0) + value
+            for key, value in batch_metrics.items():  # summed as tensors: no sync per step on a GPU
+                self.train_sums[key] = self.train_sums.get(key, 0.0) + value.detach()
             if tracker is not None and self.global_step % self.run.args.log_every_n_steps == 0:
-                tracker.log(values, self.global_step)
+                tracker.log({f"train_{k}": v.item() for k, v in batch_metrics.items()}, self.global_step)
             if self.stop_requested():
-                self.save_checkpoint("last")
+                self.save_checkpoint()
                 raise RunInterrupted(f"at {self.position}")
-        return {key: total / self.batch_in_epoch for key, total in self.train_sums.items()}
+        return {f"train_{key}": (sum_ / self.batch_in_epoch).item() for key, sum_ in self.train_sums.items()}
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader, prefix: str) -> dict[str, float]:
@@ -386,9 +397,11 @@ class BaseTrainer:
         improved = self.best is None or (score > self.best if self.main_mode == "max" else score < self.best)
         if improved:
             self.best = score
-        self.save_checkpoint("last")
-        if improved:
-            self.save_checkpoint("best")
+            weights = {name: tensor.clone() for name, tensor in self.raw_model.state_dict().items()}
+            self.unsaved_best = {"model": weights, "epoch": self.epoch, self.main_metric: score}
+        finished = self.epoch == self.hp.epochs
+        if finished or time.monotonic() - self.last_saved >= self.run.args.checkpoint_interval:
+            self.save_checkpoint()
         if tracker is not None:
             tracker.log(metrics, self.global_step)
         self.run.record_progress(self.epoch, self.global_step, metrics, self.main_metric)
@@ -407,10 +420,17 @@ class BaseTrainer:
 
     # ------------------------------------------------------ checkpoints -----
 
-    def save_checkpoint(self, name: str) -> None:
-        """Everything needed to continue bit-for-bit, written atomically (rank 0 only)."""
+    def save_checkpoint(self) -> None:
+        """``last.pt``: everything needed to continue bit-for-bit, written atomically (rank 0 only).
+
+        The best weights seen so far go to ``best.pt`` at the same moment, so the
+        two files always agree about which epoch was best, whatever kills the run.
+        """
         if not is_rank_zero():
             return
+        if self.unsaved_best is not None:
+            atomic_torch_save(self.unsaved_best, self.run.checkpoints / "best.pt")
+            self.unsaved_best = None
         state = {
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -422,7 +442,8 @@ class BaseTrainer:
             "rng": get_rng_state(),
             "hparams": self.run.hparams,
         }
-        atomic_torch_save(state, self.run.checkpoints / f"{name}.pt")
+        atomic_torch_save(state, self.run.checkpoints / "last.pt")
+        self.last_saved = time.monotonic()
 
     def load_checkpoint(self) -> None:
         path = self.run.checkpoints / "last.pt"

@@ -41,9 +41,7 @@ class {{ cookiecutter.__task_class }}Trainer(BaseTrainer):
     main_mode = "max"
 
     def build_model(self) -> nn.Module:
-        return ResidualMLP(
-            NUM_FEATURES, self.hp.hidden_size, NUM_CLASSES, self.hp.depth, self.hp.dropout
-        )
+        return ResidualMLP(NUM_FEATURES, self.hp.hidden_size, NUM_CLASSES, self.hp.depth, self.hp.dropout)
 {% endif %}
     def build_datasets(self) -> dict[str, TensorBatchDataset]:
         return load_splits()

@@ -143,9 +143,7 @@ class Run:
         """True once SIGINT, SIGTERM or SIGUSR1 arrived: stop at the next safe point."""
         return self.stop_signal is not None
 
-    def record_progress(
-        self, epoch: int, step: int, metrics: dict[str, float], main_metric: str
-    ) -> None:
+    def record_progress(self, epoch: int, step: int, metrics: dict[str, float], main_metric: str) -> None:
         """Write what the last completed epoch achieved, for ``dlscaffold status`` and sweeps."""
         write_json(
             self.dir / "progress.json",
@@ -223,8 +221,11 @@ def _train_under_protocol(
     except BaseException as error:  # a crash of any kind must leave its reason behind
         reason = f"{type(error).__name__}: {error}"
         write_flag(
-            run, "failed.out", reason=reason,
-            traceback=traceback.format_exc().splitlines(), **_progress_summary(run),
+            run,
+            "failed.out",
+            reason=reason,
+            traceback=traceback.format_exc().splitlines(),
+            **_progress_summary(run),
         )
         update_manifest(run, "failed", manifest, reason=reason)
         print(f"[{run.name}] failed: {reason}", file=sys.stderr)

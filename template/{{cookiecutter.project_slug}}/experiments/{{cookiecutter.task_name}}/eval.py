@@ -64,9 +64,7 @@ def find_checkpoint(run_dir: Path, preferred: str) -> Path:
 def evaluate(checkpoint: Path, args: argparse.Namespace) -> dict[str, float]:
 {%- if cookiecutter.framework == 'lightning' %}
     module = {{ cookiecutter.__task_class }}Module.load_from_checkpoint(checkpoint, map_location="cpu")
-    trainer = pl.Trainer(
-        accelerator=args.accelerator, devices=1, logger=False, enable_progress_bar=False
-    )
+    trainer = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False, enable_progress_bar=False)
     (metrics,) = trainer.test(module, dataloaders=module.loader("test", shuffle=False), verbose=False)
     return {key: float(value) for key, value in metrics.items()}
 {%- else %}
