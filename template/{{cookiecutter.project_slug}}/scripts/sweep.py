@@ -7,6 +7,7 @@
 Each point of the grid is one ``train.py`` command and one run directory.
 Finished runs are skipped, interrupted ones resume, failed ones are reported
 (``--retry_failed`` runs them again); one failing run does not stop the others.
+The exit code is 0 when every run of the sweep has finished.
 A sweep file is JSON: ``{"grid": {"seed": [0, 1]}, "args": ["--epochs", "2"]}``.
 """
 
@@ -39,7 +40,9 @@ class Point:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        usage="%(prog)s TASK [options] [-- train.py options for every run]",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("task", help="the experiment to sweep: experiments/<task>/train.py")
     parser.add_argument(
@@ -53,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (default: 1)")
     parser.add_argument("--retry_failed", action="store_true", help="run failed runs again")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    parser.add_argument("train_args", nargs="*", help="after --: passed to every train.py command")
     return parser
 
 
@@ -140,19 +142,23 @@ def summary(points: list[Point]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)  # after "--": options for train.py
+    args = build_parser().parse_args(argv[:split])
+    train_args = argv[split + 1 :]
     grid, extra = parse_grid(args.grid, args.sweep_file)
-    points = expand(args.task, grid, [*extra, *args.train_args])
+    points = expand(args.task, grid, [*extra, *train_args])
     if args.dry_run:
         for point in points:
             print(" ".join(command(args.task, point)))
         return 0
     pending = to_run(points, args.retry_failed)
     with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        codes = list(pool.map(lambda point: run_point(args.task, point, args.retry_failed), pending))
+        list(pool.map(lambda point: run_point(args.task, point, args.retry_failed), pending))
     print()
     print(summary(points))
-    return 0 if all(code == 0 for code in codes) else 1
+    unfinished = [point for point in points if flag_state(point.run_dir) != "finished"]
+    return 1 if unfinished else 0
 
 
 if __name__ == "__main__":

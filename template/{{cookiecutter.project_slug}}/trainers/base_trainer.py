@@ -20,7 +20,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from utils.dataset import TensorBatchDataset, make_loader
-from utils.run import Run, RunDiverged, RunInterrupted
+from utils.run import Run, RunDiverged, RunInterrupted, install_stop_handlers
 from utils.tracking import make_logger
 from utils.utils import atomic_torch_save, epoch_seed, seed_everything
 
@@ -71,7 +71,9 @@ class BaseModule(pl.LightningModule):
             raise RunDiverged(
                 f"loss became {loss.item()} at step {self.global_step + 1} (epoch {self.current_epoch + 1})"
             )
-        self.log_dict({f"train_{key}": value for key, value in metrics.items()}, on_epoch=True)
+        train_metrics = {f"train_{key}": value for key, value in metrics.items()}
+        # epoch means over every rank under DDP (one small all-reduce a step), local ones otherwise
+        self.log_dict(train_metrics, on_epoch=True, sync_dist=self.trainer.world_size > 1)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -107,9 +109,15 @@ class RunProtocol(Callback):
     def __init__(self, run: Run) -> None:
         self.run = run
 
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Lightning puts its own SIGTERM handler in front of ours when fit starts; under DDP
+        # it broadcasts from inside the handler and can hang. One mechanism, ours, is enough.
+        install_stop_handlers(self.run)
+
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        stop = trainer.strategy.reduce_boolean_decision(self.run.stop_requested, all=False)
-        if stop:
+        # No collective here: under DDP Lightning forwards SIGTERM to every rank itself, and
+        # a rank stopping a step later only loses work that the epoch-boundary resume redoes.
+        if self.run.stop_requested:
             raise RunInterrupted(
                 f"during epoch {trainer.current_epoch + 1}, which restarts from its beginning"
             )
@@ -338,7 +346,7 @@ class BaseTrainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.end_epoch(metrics, tracker)
-                if self.stop_requested():
+                if self.agree(self.run.stop_requested, False)[0]:
                     raise RunInterrupted(f"after epoch {self.epoch}")
         finally:
             if tracker is not None:
@@ -353,12 +361,12 @@ class BaseTrainer:
         self.model.train()
         for batch in self.train_loader:
             loss, batch_metrics = self.step(self.to_device(batch))
-            if not torch.isfinite(loss):
-                raise RunDiverged(
-                    f"loss became {loss.item()} at step {self.global_step + 1} (epoch {self.epoch + 1})"
-                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            stop, diverged = self.agree(self.run.stop_requested, not torch.isfinite(loss))
+            if diverged:  # checked before the update, so the last checkpoint stays usable
+                where = f"step {self.global_step + 1} (epoch {self.epoch + 1})"
+                raise RunDiverged(f"loss became {loss.item()} at {where}")
             self.optimizer.step()
             self.global_step += 1
             self.batch_in_epoch += 1
@@ -366,7 +374,7 @@ class BaseTrainer:
                 self.train_sums[key] = self.train_sums.get(key, 0.0) + value.detach()
             if tracker is not None and self.global_step % self.run.args.log_every_n_steps == 0:
                 tracker.log({f"train_{k}": v.item() for k, v in batch_metrics.items()}, self.global_step)
-            if self.stop_requested():
+            if stop:
                 self.save_checkpoint()
                 raise RunInterrupted(f"at {self.position}")
         return {f"train_{key}": (sum_ / self.batch_in_epoch).item() for key, sum_ in self.train_sums.items()}
@@ -408,15 +416,19 @@ class BaseTrainer:
         shown = "  ".join(f"{key} {value:.4f}" for key, value in sorted(metrics.items()))
         print(f"epoch {self.epoch}/{self.hp.epochs}  step {self.global_step}  {shown}")
 
-    def stop_requested(self) -> bool:
-        """Has a signal asked to stop? Under torchrun, every rank agrees on the answer."""
+    def agree(self, stop: bool, diverged: bool) -> tuple[bool, bool]:
+        """Whether any rank was asked to stop, or saw its loss diverge: all ranks act together.
+
+        Under torchrun this costs one tiny all-reduce per step; alone, nothing.
+        """
         if not self.distributed:
-            return self.run.stop_requested
-        flag = torch.tensor([1.0 if self.run.stop_requested else 0.0], device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if flag.item() and self.run.stop_signal is None:
-            self.run.stop_signal = "SIGTERM"  # another rank got the signal
-        return bool(flag.item())
+            return stop, diverged
+        flags = torch.tensor([float(stop), float(diverged)], device=self.device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        stop, diverged = bool(flags[0]), bool(flags[1])
+        if stop and self.run.stop_signal is None:
+            self.run.stop_signal = "SIGTERM"  # the signal reached another rank
+        return stop, diverged
 
     # ------------------------------------------------------ checkpoints -----
 

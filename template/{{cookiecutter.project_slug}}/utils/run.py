@@ -161,46 +161,75 @@ def launch(
 
     0: finished, or skipped because it had finished or failed before;
     1: failed; 3: another live process owns the run; 128+N: stopped by signal N.
+    Under torchrun, rank 0 decides and keeps the books; every rank follows.
     """
     hparams = {name: getattr(args, name) for name in hparam_names(parser)}
     name = args.run_name or default_run_name(args, parser)
     run = Run(task=task_dir.name, name=name, dir=args.results_dir / name, args=args, hparams=hparams)
 
+    decision = claim(run) if is_rank_zero() else None
+    decision = share_from_rank_zero(decision)
+    if decision is None:  # a rank that Lightning started itself, after rank 0 claimed the run
+        decision = "resume" if any(run.checkpoints.glob("last.*")) else "start"
+    if isinstance(decision, int):
+        return decision
+    run.resuming = decision == "resume"
     if not is_rank_zero():
-        # Only rank 0 keeps the books; the other ranks of a distributed job just train.
-        train(run)
-        return 0
-
-    owner = live_owner(run.dir)
-    if owner:
-        print(f"[{name}] is being trained by {owner}; refusing to start a second copy.")
-        return EXIT_LOCKED
-    state = flag_state(run.dir)
-    if state == "finished" and not args.force:
-        print(f"[{name}] finished already; skipping (--force trains it again). {run.dir}")
-        return 0
-    if state == "failed" and not (args.retry_failed or args.force):
-        reason = (read_json(run.dir / "failed.out") or {}).get("reason", "see failed.out")
-        print(f"[{name}] failed before: {reason}\n  skipping (--retry_failed tries again).")
-        return 0
-    if state in ("finished", "failed"):
-        archived = archive(run.dir)
-        print(f"[{name}] previous {state} run kept as {archived.name}")
-
-    if not acquire_lock(run.dir):
-        print(f"[{name}] another process took the run first; refusing to start a second copy.")
-        return EXIT_LOCKED
+        return _train_on_other_rank(run, train)
     try:
-        return _train_under_protocol(run, parser, train)
+        return _train_under_protocol(run, train)
     finally:
         (run.dir / LOCK).unlink(missing_ok=True)
 
 
-def _train_under_protocol(
-    run: Run, parser: argparse.ArgumentParser, train: Callable[[Run], dict[str, float]]
-) -> int:
-    previous = flag_state(run.dir)
-    run.resuming = previous == "interrupted" or any(run.checkpoints.glob("last.*"))
+def claim(run: Run) -> str | int:
+    """Decide what to do with the run and take its lock: ``start``, ``resume`` or an exit code."""
+    args = run.args
+    owner = live_owner(run.dir)
+    if owner:
+        print(f"[{run.name}] is being trained by {owner}; refusing to start a second copy.")
+        return EXIT_LOCKED
+    state = flag_state(run.dir)
+    if state == "finished" and not args.force:
+        print(f"[{run.name}] finished already; skipping (--force trains it again). {run.dir}")
+        return 0
+    if state == "failed" and not (args.retry_failed or args.force):
+        reason = (read_json(run.dir / "failed.out") or {}).get("reason", "see failed.out")
+        print(f"[{run.name}] failed before: {reason}\n  skipping (--retry_failed tries again).")
+        return 0
+    if state in ("finished", "failed"):
+        archived = archive(run.dir)
+        print(f"[{run.name}] previous {state} run kept as {archived.name}")
+    if not acquire_lock(run.dir):
+        print(f"[{run.name}] another process took the run first; refusing to start a second copy.")
+        return EXIT_LOCKED
+    # a run with a checkpoint resumes: interrupted, or killed before it could say so
+    return "resume" if state == "interrupted" or any(run.checkpoints.glob("last.*")) else "start"
+
+
+def share_from_rank_zero(decision: str | int | None) -> str | int | None:
+    """Under torchrun every rank must act on rank 0's decision, or the others would hang."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return decision
+    shared = [decision]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
+def _train_on_other_rank(run: Run, train: Callable[[Run], dict[str, float]]) -> int:
+    previous_handlers = install_stop_handlers(run)
+    try:
+        train(run)
+    except RunInterrupted:
+        return 128 + int(getattr(signal, run.stop_signal or "SIGTERM"))
+    finally:
+        restore_handlers(previous_handlers)
+    return 0
+
+
+def _train_under_protocol(run: Run, train: Callable[[Run], dict[str, float]]) -> int:
     clear_flags(run.dir)
     write_json(run.dir / "hparams.json", run.hparams)
     manifest = update_manifest(run, "resume" if run.resuming else "start")
@@ -211,26 +240,11 @@ def _train_under_protocol(
     previous_handlers = install_stop_handlers(run)
     try:
         metrics = train(run)
-    except RunInterrupted as stop:
-        where = _progress_summary(run)
-        write_flag(run, "interrupted.out", reason=f"{run.stop_signal}: {stop}", **where)
-        update_manifest(run, "interrupted", manifest, signal=run.stop_signal, **where)
-        print(f"[{run.name}] interrupted by {run.stop_signal} ({stop}); relaunch to resume.")
-        requeue_if_slurm(run.stop_signal)
-        return 128 + int(getattr(signal, run.stop_signal or "SIGTERM"))
-    except BaseException as error:  # a crash of any kind must leave its reason behind
-        reason = f"{type(error).__name__}: {error}"
-        write_flag(
-            run,
-            "failed.out",
-            reason=reason,
-            traceback=traceback.format_exc().splitlines(),
-            **_progress_summary(run),
-        )
-        update_manifest(run, "failed", manifest, reason=reason)
-        print(f"[{run.name}] failed: {reason}", file=sys.stderr)
-        traceback.print_exc()
-        return EXIT_FAILED
+    except BaseException as error:  # whatever ends the run must leave its reason behind
+        if run.stop_signal is not None and not isinstance(error, RunDiverged):
+            # RunInterrupted from our trainers, or a framework's own exit on the same signal
+            return _record_interruption(run, manifest, error)
+        return _record_failure(run, manifest, error)
     finally:
         restore_handlers(previous_handlers)
     duration = round(time.monotonic() - started, 3)
@@ -239,6 +253,32 @@ def _train_under_protocol(
     shown = ", ".join(f"{key}={value:.4f}" for key, value in sorted(metrics.items()))
     print(f"[{run.name}] finished in {duration:.1f}s: {shown}")
     return 0
+
+
+def _record_interruption(run: Run, manifest: dict[str, Any], stop: BaseException) -> int:
+    where = _progress_summary(run)
+    detail = str(stop) or type(stop).__name__
+    write_flag(run, "interrupted.out", reason=f"{run.stop_signal}: {detail}", **where)
+    update_manifest(run, "interrupted", manifest, signal=run.stop_signal, **where)
+    print(f"[{run.name}] interrupted by {run.stop_signal} ({detail}); relaunch to resume.")
+    requeue_if_slurm(run.stop_signal)
+    return 128 + int(getattr(signal, run.stop_signal or "SIGTERM"))
+
+
+def _record_failure(run: Run, manifest: dict[str, Any], error: BaseException) -> int:
+    reason = f"{type(error).__name__}: {error}"
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    write_flag(
+        run,
+        "failed.out",
+        reason=reason,
+        traceback="".join(lines).splitlines(),
+        **_progress_summary(run),
+    )
+    update_manifest(run, "failed", manifest, reason=reason)
+    print(f"[{run.name}] failed: {reason}", file=sys.stderr)
+    print("".join(lines), file=sys.stderr)
+    return EXIT_FAILED
 
 
 # ---------------------------------------------------------------- flags -----
@@ -380,8 +420,15 @@ def requeue_if_slurm(signal_name: str | None) -> None:
 
 
 def is_rank_zero() -> bool:
-    """True outside distributed training and on its first process."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    """True outside distributed training and on its first process.
+
+    torchrun sets RANK; Lightning sets LOCAL_RANK and NODE_RANK on the processes
+    it starts; a multi-task SLURM step numbers its tasks with SLURM_PROCID.
+    """
+    ranks = [os.environ.get(key, "0") for key in ("RANK", "LOCAL_RANK", "NODE_RANK")]
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        ranks.append(os.environ.get("SLURM_PROCID", "0"))
+    return all(int(rank) == 0 for rank in ranks)
 
 
 def slurm_job_id() -> str:
