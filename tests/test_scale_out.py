@@ -101,11 +101,7 @@ def distributed_command(framework: str, *args: str) -> list[str]:
 
 
 def test_two_process_data_parallel_training_interrupts_and_resumes(project: Path) -> None:
-    framework = (
-        "lightning"
-        if (project / "trainers" / "base_trainer.py").read_text().count("Lightning")
-        else "pytorch"
-    )
+    framework = json.loads((project / ".dlscaffold.json").read_text())["answers"]["framework"]
     args = ["--epochs", "12", "--batch_size", "16", "--hidden_size", "16", "--run_name", "ddp"]
     run_dir = results(project) / "ddp"
     process = subprocess.Popen(
