@@ -28,6 +28,7 @@ BAD_PROJECT_NAMES = [
     "naïve",
 ]
 BAD_TASK_NAMES = [
+    "t" * 33,
     "",
     "Task",
     "1task",

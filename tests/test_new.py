@@ -74,6 +74,18 @@ def test_every_generated_python_file_is_ruff_clean_and_formatted(
             )
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_longest_task_names_stay_ruff_clean(new_project, cli, framework: str) -> None:
+    first, added = "a" * 30 + "_1", "z" * 30 + "_2"  # 32 characters: the longest allowed
+    root = new_project(framework=framework, task_name=first).root
+    assert cli("add-task", added, "--project", str(root)).exit_code == 0
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            ["ruff", *command, "--no-cache", "."], cwd=root, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout
+
+
 def test_no_jinja_and_no_bytecode_is_left(every_flavour: dict[tuple[str, str], Path]) -> None:
     for root in every_flavour.values():
         for path in root.rglob("*"):

@@ -109,3 +109,25 @@ def test_status_never_imports_torch(project: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code, str(project)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_runs_that_differ_only_by_seed_are_summarised(cli, new_project) -> None:
+    root = new_project().root
+    results = root / "experiments" / "task1" / "results"
+    for seed, value in ((0, 0.90), (1, 0.92), (2, 0.94)):
+        flag = {"state": "finished", **progress(20, value)}
+        write(results / f"learning_rate-0.01_seed-{seed}" / "finished.out", flag)
+    write(results / "learning_rate-0.1_seed-0" / "finished.out", {"state": "finished", **progress(20, 0.5)})
+
+    runs = json.loads(cli("status", str(root), "--json").output)
+    grouped = [run for run in runs if run["group"] == "learning_rate-0.01"]
+    assert len(grouped) == 3
+    assert all(run["group_size"] == 3 for run in grouped)
+    assert grouped[0]["group_mean"] == pytest.approx(0.92)
+    assert grouped[0]["group_std"] == pytest.approx(0.02)
+    alone = next(run for run in runs if run["run"] == "learning_rate-0.1_seed-0")
+    assert alone["group_size"] == 1 and alone["group_std"] is None
+
+    table = cli("status", str(root)).output
+    assert "differ only by seed" in table
+    assert "val_acc=0.9200 ± 0.0200" in table

@@ -16,6 +16,7 @@ from dlscaffold.errors import InvalidValueError
 PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\- ]*")
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
 MAX_NAME_LENGTH = 64
+MAX_TASK_NAME_LENGTH = 32  # task names recur in paths, class names and example commands
 MAX_TEXT_LENGTH = 500
 
 #: names a task cannot take: the project's own top-level packages, and ``base``,
@@ -47,6 +48,8 @@ def check_task_name(name: str) -> None:
     """Refuse a task name that would not make a clean directory, module and class name."""
     if not name:
         raise InvalidValueError("the task name is empty")
+    if len(name) > MAX_TASK_NAME_LENGTH:
+        raise InvalidValueError(f"the task name is longer than {MAX_TASK_NAME_LENGTH} characters")
     _check_identifier(name, "task name")
     if name in RESERVED_TASK_NAMES:
         reserved = ", ".join(sorted(RESERVED_TASK_NAMES))

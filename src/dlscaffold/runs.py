@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 FLAGS = {"finished.out": "finished", "interrupted.out": "interrupted", "failed.out": "failed"}
 LOCK = "run.lock"
 PROGRESS = "progress.json"
+SEED_PART = re.compile(r"seed-\d+")
 
 
 @dataclass
@@ -35,9 +38,25 @@ class RunStatus:
     updated: str | None = None
     reason: str | None = None
     path: str = ""
+    group: str = ""  # the run's name without its seed: runs differing only by seed share it
+    group_size: int = 1
+    group_mean: float | None = None
+    group_std: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class SeedGroup:
+    """Runs of one task with the same hyperparameters apart from the seed."""
+
+    task: str
+    name: str
+    runs: list[RunStatus]
+    metric_name: str | None
+    mean: float | None
+    std: float | None
 
 
 def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]:
@@ -49,7 +68,37 @@ def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]
             continue
         for run_dir in sorted(_subdirs(task_dir / "results")):
             runs.append(read_run(task_dir.name, run_dir))
+    for group in seed_groups(runs):
+        for run in group.runs:
+            run.group, run.group_size = group.name, len(group.runs)
+            run.group_mean, run.group_std = group.mean, group.std
     return runs
+
+
+def seed_groups(runs: list[RunStatus]) -> list[SeedGroup]:
+    """Group runs by task and hyperparameters other than the seed; mean and spread of the metric.
+
+    The standard deviation is the sample one (n - 1), over the runs that have
+    the metric; it is ``None`` for fewer than two.
+    """
+    members: dict[tuple[str, str], list[RunStatus]] = {}
+    for run in runs:
+        members.setdefault((run.task, _without_seed(run)), []).append(run)
+    groups = []
+    for (task, name), group_runs in members.items():
+        values = [run.metric for run in group_runs if run.metric is not None]
+        metric_names = {run.metric_name for run in group_runs if run.metric is not None}
+        mean = statistics.fmean(values) if values else None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        metric_name = metric_names.pop() if len(metric_names) == 1 else None
+        groups.append(SeedGroup(task, name, group_runs, metric_name, mean, std))
+    return groups
+
+
+def _without_seed(run: RunStatus) -> str:
+    """The run's name with its ``seed-N`` part removed (the protocol's naming: key-value_key-value)."""
+    parts = [part for part in run.run.split("_") if not SEED_PART.fullmatch(part)]
+    return "_".join(parts) or "default"
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -165,9 +214,26 @@ def format_table(runs: list[RunStatus]) -> str:
                 run.reason or "",
             ]
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
+    table = _align(rows)
+    groups = [group for group in seed_groups(runs) if len(group.runs) > 1]
+    if groups:
+        group_rows = [["TASK", "RUNS LIKE", "SEEDS", "METRIC (MEAN ± STD)"]]
+        for group in groups:
+            group_rows.append([group.task, group.name, str(len(group.runs)), _spread(group)])
+        table += "\n\nRuns that differ only by seed:\n" + _align(group_rows)
+    return table
+
+
+def _spread(group: SeedGroup) -> str:
+    if group.mean is None:
+        return "-"
+    std = "-" if group.std is None else f"{group.std:.4f}"
+    return f"{group.metric_name or 'metric'}={group.mean:.4f} ± {std}"
+
+
+def _align(rows: list[list[str]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def _show(value: int | None) -> str:

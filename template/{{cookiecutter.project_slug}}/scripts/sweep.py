@@ -1,14 +1,22 @@
-"""Run a grid of experiments; relaunch it and only what still needs running runs.
+r"""Run a grid of experiments; relaunch it and only what still needs running runs.
 
-    python scripts/sweep.py {{ cookiecutter.task_name }} --grid learning_rate=0.01,0.001 --grid seed=0,1 -- --epochs 2
+    python scripts/sweep.py {{ cookiecutter.task_name }} \
+        --grid learning_rate=0.01,0.001 --grid seed=0,1 -- --epochs 2
     python scripts/sweep.py {{ cookiecutter.task_name }} --sweep_file sweep.json --workers 2
     python scripts/sweep.py {{ cookiecutter.task_name }} --grid seed=0,1 --dry-run
+    python scripts/sweep.py {{ cookiecutter.task_name }} --grid seed=0,1 \
+        --slurm --time 4:00:00 --gpus_per_task 1 -- --epochs 50
 
 Each point of the grid is one ``train.py`` command and one run directory.
 Finished runs are skipped, interrupted ones resume, failed ones are reported
 (``--retry_failed`` runs them again); one failing run does not stop the others.
 The exit code is 0 when every run of the sweep has finished.
 A sweep file is JSON: ``{"grid": {"seed": [0, 1]}, "args": ["--epochs", "2"]}``.
+
+With ``--slurm`` the runs still to do become one SLURM job array, one task per
+run; its script is kept in ``experiments/<task>/slurm/`` to inspect or resubmit. SLURM
+warns each task with SIGUSR1 before its time limit; the training process then
+checkpoints, writes interrupted.out and requeues its own task, which resumes.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (default: 1)")
     parser.add_argument("--retry_failed", action="store_true", help="run failed runs again")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    slurm = parser.add_argument_group("SLURM (with --slurm: submit a job array instead of running here)")
+    slurm.add_argument("--slurm", action="store_true", help="submit the runs as a SLURM job array")
+    slurm.add_argument("--partition", help="partition to submit to (default: the cluster's)")
+    slurm.add_argument("--time", default="1:00:00", help="time limit of each run (default: %(default)s)")
+    slurm.add_argument("--gpus_per_task", type=int, default=0, help="GPUs for each run")
+    slurm.add_argument("--cpus_per_task", type=int, default=1, help="CPUs for each run")
+    slurm.add_argument("--mem", help="memory for each run, e.g. 16G")
+    slurm.add_argument(
+        "--warning_seconds",
+        type=int,
+        default=120,
+        help="send SIGUSR1 this long before the time limit, to checkpoint and requeue (default: 120)",
+    )
     return parser
 
 
@@ -127,6 +150,54 @@ def to_run(points: list[Point], retry_failed: bool) -> list[Point]:
     return pending
 
 
+def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -> str:
+    """An sbatch script whose array task i runs point i, replacing the shell (exec) so that
+    SLURM's warning signal reaches the training process itself."""
+    options = [
+        f"--job-name={args.task}-sweep",
+        f"--array=0-{len(points) - 1}",
+        f"--time={args.time}",
+        f"--cpus-per-task={args.cpus_per_task}",
+        f"--signal=B:USR1@{args.warning_seconds}",
+        "--requeue",
+        "--open-mode=append",
+        f"--output={log_dir}/%A_%a.out",
+    ]
+    options += [f"--partition={args.partition}"] * bool(args.partition)
+    options += [f"--gpus-per-task={args.gpus_per_task}"] * bool(args.gpus_per_task)
+    options += [f"--mem={args.mem}"] * bool(args.mem)
+    lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options)]
+    lines += [f"cd {shlex.quote(str(PROJECT_ROOT))}", 'case "$SLURM_ARRAY_TASK_ID" in']
+    for index, point in enumerate(points):
+        lines.append(f"  {index}) exec {shlex.join(command(args.task, point))} ;;")
+    lines.append("esac")
+    return "\n".join(lines) + "\n"
+
+
+def submit_array(args: argparse.Namespace, points: list[Point]) -> int:
+    if not points:
+        print("nothing to submit: every run has finished (or failed: --retry_failed)")
+        return 0
+    if args.retry_failed:
+        points = [Point([*point.args, "--retry_failed"], point.name, point.run_dir) for point in points]
+    log_dir = PROJECT_ROOT / "experiments" / args.task / "slurm"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    script = log_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    script.write_text(array_script(args, points, log_dir))
+    try:
+        result = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    except FileNotFoundError:
+        print(f"sbatch not found: submit from a SLURM login node. Script kept: {script}", file=sys.stderr)
+        return 1
+    if result.returncode != 0:
+        print(f"sbatch failed: {result.stderr.strip()}\nThe script is kept: {script}", file=sys.stderr)
+        return 1
+    job = result.stdout.strip().split(";")[0]
+    print(f"submitted job array {job} ({len(points)} runs): {script}")
+    print(f"follow it with `squeue -j {job}` and `dlscaffold status`; logs go to {log_dir}")
+    return 0
+
+
 def summary(points: list[Point]) -> str:
     rows = [("RUN", "STATE", "METRIC", "REASON")]
     for point in points:
@@ -153,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             print(" ".join(command(args.task, point)))
         return 0
     pending = to_run(points, args.retry_failed)
+    if args.slurm:
+        return submit_array(args, pending)
     with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
         list(pool.map(lambda point: run_point(args.task, point, args.retry_failed), pending))
     print()

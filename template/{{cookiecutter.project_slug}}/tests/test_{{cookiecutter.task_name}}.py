@@ -1,4 +1,4 @@
-"""{{ cookiecutter.task_name }}: train for real on a tiny budget, then check what the run leaves behind."""
+"""Train {{ cookiecutter.task_name }} for real on a tiny budget; check what the run leaves."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from utils.dataset import NUM_CLASSES, NUM_FEATURES, TensorBatchDataset, load_sp
 
 {% if cookiecutter.framework == 'lightning' %}
 class {{ cookiecutter.__task_class }}Module(BaseModule):
-    """The LightningModule of {{ cookiecutter.task_name }}; every constructor argument is saved in its checkpoints."""
+    """The task's LightningModule; every constructor argument is saved in its checkpoints."""
 
     main_metric = "val_acc"
     main_mode = "max"
@@ -35,7 +35,7 @@ class {{ cookiecutter.__task_class }}Module(BaseModule):
         self.model = ResidualMLP(NUM_FEATURES, hidden_size, NUM_CLASSES, depth, dropout)
 {% else %}
 class {{ cookiecutter.__task_class }}Trainer(BaseTrainer):
-    """The trainer of {{ cookiecutter.task_name }}: the parts of the loop that are this task's own."""
+    """The parts of the training loop that are this task's own."""
 
     main_metric = "val_acc"
     main_mode = "max"

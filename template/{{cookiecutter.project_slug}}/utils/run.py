@@ -455,7 +455,9 @@ def update_manifest(
             slurm={key: os.environ[key] for key in SLURM_VARIABLES if key in os.environ},
         )
         manifest.setdefault("history", [])
-    manifest["history"].append({"event": event, "time": _now(), "pid": os.getpid(), **details})
+    slurm = {key: os.environ[key] for key in SLURM_VARIABLES if key in os.environ}
+    entry = {"event": event, "time": _now(), "pid": os.getpid(), "host": socket.gethostname()}
+    manifest["history"].append({**entry, **({"slurm": slurm} if slurm else {}), **details})
     write_json(run.dir / "manifest.json", manifest)
     return manifest
 

@@ -1,7 +1,7 @@
 """Evaluate a {{ cookiecutter.task_name }} run on the test split.
 
-    python experiments/{{ cookiecutter.task_name }}/eval.py --run_dir experiments/{{ cookiecutter.task_name }}/results/<run>
-    python experiments/{{ cookiecutter.task_name }}/eval.py            # the most recently finished run
+    python experiments/{{ cookiecutter.task_name }}/eval.py          # the latest finished run
+    python experiments/{{ cookiecutter.task_name }}/eval.py --run_dir RUN_DIRECTORY
 
 Loads the run's best checkpoint (or its last, with --checkpoint last), prints
 the test metrics and saves them as test_metrics.json in the run directory.

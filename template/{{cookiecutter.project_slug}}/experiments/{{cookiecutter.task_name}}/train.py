@@ -1,16 +1,18 @@
-"""Train {{ cookiecutter.task_name }}.
+r"""Train {{ cookiecutter.task_name }}.
 
 From the project root:
 
-    python experiments/{{ cookiecutter.task_name }}/train.py --learning_rate 0.001 --batch_size 32 --epochs 20 --hidden_size 128
+    python experiments/{{ cookiecutter.task_name }}/train.py \
+        --learning_rate 0.001 --batch_size 32 --epochs 20 --hidden_size 128
 {%- if cookiecutter.framework == 'lightning' %}
-    python experiments/{{ cookiecutter.task_name }}/train.py --accelerator gpu --devices 2 --strategy ddp --precision bf16-mixed
+    python experiments/{{ cookiecutter.task_name }}/train.py \
+        --accelerator gpu --devices 2 --strategy ddp --precision bf16-mixed
 {%- else %}
-    torchrun --nproc_per_node 2 experiments/{{ cookiecutter.task_name }}/train.py    # DistributedDataParallel
+    torchrun --nproc_per_node 2 experiments/{{ cookiecutter.task_name }}/train.py   # DDP
 {%- endif %}
 
-Each run gets its own directory, experiments/{{ cookiecutter.task_name }}/results/<run>/, named after the
-hyperparameters that differ from their defaults plus the seed (or --run_name).
+Each run gets its own directory, results/<run>/ beside this file, named after
+the hyperparameters that differ from their defaults plus the seed (or --run_name).
 Running the same command again skips the run if it finished, resumes it if it
 was interrupted, and skips it if it failed (--retry_failed tries again).
 Ctrl-C, SIGTERM and SIGUSR1 stop training at a safe point, ready to resume.
@@ -26,12 +28,12 @@ TASK_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `utils`, `trainers` importable
 
 {% if cookiecutter.framework == 'lightning' -%}
-from trainers.base_trainer import add_trainer_arguments, fit
+from trainers import base_trainer
 from trainers.{{ cookiecutter.task_name }}_trainer import {{ cookiecutter.__task_class }}Module
 from utils.run import Run, add_run_arguments, launch
 from utils.utils import seed_everything
 {%- else -%}
-from trainers.base_trainer import add_trainer_arguments, init_distributed
+from trainers import base_trainer
 from trainers.{{ cookiecutter.task_name }}_trainer import {{ cookiecutter.__task_class }}Trainer
 from utils.run import Run, add_run_arguments, launch
 {%- endif %}
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     hparams.add_argument("--dropout", type=float, default=0.1, help="dropout inside each block")
     hparams.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
     hparams.add_argument("--seed", type=int, default=0, help="seeds every RNG; part of the run name")
-    add_trainer_arguments(parser)
+    base_trainer.add_trainer_arguments(parser)
     add_run_arguments(parser, TASK_DIR)
     return parser
 
@@ -59,7 +61,7 @@ def train(run: Run) -> dict[str, float]:
 {%- if cookiecutter.framework == 'lightning' %}
     seed_everything(run.seed)  # the same initial weights for the same seed
     module = {{ cookiecutter.__task_class }}Module(**run.hparams)
-    return fit(module, run)
+    return base_trainer.fit(module, run)
 {%- else %}
     return {{ cookiecutter.__task_class }}Trainer(run).fit()
 {%- endif %}
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 {%- if cookiecutter.framework == 'pytorch' %}
-    init_distributed()
+    base_trainer.init_distributed()
 {%- endif %}
     return launch(TASK_DIR, args, parser, train)
 

@@ -1,0 +1,81 @@
+"""A sweep submitted to a real (one-node, loopback) SLURM cluster survives preemption.
+
+The tests start the cluster themselves with tests/slurm/start-slurm.sh, which
+installs SLURM from Debian's packages when missing; they need root and apt-get.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import FRAMEWORKS, run_python
+
+SLURM_SCRIPTS = Path(__file__).parent / "slurm"
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> Iterator[None]:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("starting a SLURM cluster needs root and apt-get (Debian)")
+    started = subprocess.run(["bash", str(SLURM_SCRIPTS / "start-slurm.sh")], capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield
+    subprocess.run(["bash", str(SLURM_SCRIPTS / "stop-slurm.sh")], capture_output=True, text=True)
+
+
+def squeue(job: str) -> list[str]:
+    result = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], capture_output=True, text=True)
+    return result.stdout.split("\n") if result.stdout.strip() else []
+
+
+def wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_preempted_array_task_requeues_and_resumes(slurm_cluster: None, new_project, framework: str) -> None:
+    root = new_project(f"slurm_{framework}", framework=framework).root
+    train_args = ["--epochs", "40", "--batch_size", "16", "--hidden_size", "16"]
+    submit = run_python(
+        ["scripts/sweep.py", "task1", "--grid", "seed=0,1", "--slurm", "--time", "10", "--", *train_args],
+        cwd=root,
+    )
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    job = submit.stdout.split("submitted job array ")[1].split()[0]
+    script = next((root / "experiments" / "task1" / "slurm").glob("sweep-*.sbatch")).read_text()
+    assert "#SBATCH --array=0-1" in script and "#SBATCH --signal=B:USR1@" in script
+
+    results = root / "experiments" / "task1" / "results"
+    preempted = results / "batch_size-16_epochs-40_hidden_size-16_seed-0"
+    checkpoint = preempted / "checkpoints" / ("last.ckpt" if framework == "lightning" else "last.pt")
+    wait_for(checkpoint.exists, "the first checkpoint of array task 0")
+    # what SLURM does before a time limit or a preemption, as the notes on these machines verified
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], check=True)
+    wait_for(lambda: not squeue(job), "the array to finish")
+
+    for seed in (0, 1):
+        run_dir = results / f"batch_size-16_epochs-40_hidden_size-16_seed-{seed}"
+        assert (run_dir / "finished.out").exists(), sorted(path.name for path in run_dir.iterdir())
+    history = json.loads((preempted / "manifest.json").read_text())["history"]
+    assert [event["event"] for event in history] == ["start", "interrupted", "resume", "finished"]
+    assert history[1]["signal"] == "SIGUSR1"
+    assert history[2]["slurm"]["SLURM_RESTART_COUNT"] == "1"
+    assert history[2]["slurm"]["SLURM_ARRAY_TASK_ID"] == "0"
+    assert history[1]["step"] > 0  # resumed from where it stopped, not from scratch
+    log = (root / "experiments" / "task1" / "slurm" / f"{job}_0.out").read_text()
+    assert "requeued" in log and "resuming" in log
+    resumed_from_checkpoint = "Restored all states" if framework == "lightning" else "resumed from"
+    assert resumed_from_checkpoint in log
