@@ -135,3 +135,12 @@ def test_two_process_data_parallel_training_interrupts_and_resumes(project: Path
     history = [event["event"] for event in json.loads((run_dir / "manifest.json").read_text())["history"]]
     assert history == ["start", "interrupted", "resume", "finished"]
     assert json.loads((run_dir / "finished.out").read_text())["epoch"] == 12
+
+
+def test_mixed_precision_trains(project: Path) -> None:
+    trained = run_python(
+        ["experiments/task1/train.py", *FAST, "--precision", "bf16-mixed", "--run_name", "bf16"], cwd=project
+    )
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    finished = json.loads((results(project) / "bf16" / "finished.out").read_text())
+    assert finished["metrics"]["val_acc"] > 0.4

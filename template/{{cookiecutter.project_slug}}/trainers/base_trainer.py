@@ -35,6 +35,7 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--strategy", default="auto", help="auto, ddp, fsdp, ... (default: auto)")
     group.add_argument("--num_nodes", type=int, default=1, help="machines taking part")
     group.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
+    group.add_argument("--compile", action="store_true", help="torch.compile the task's model (slow start)")
     group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
     group.add_argument("--log_every_n_steps", type=int, default=50, help="training-metric logging period")
 
@@ -173,6 +174,8 @@ def fit(module: BaseModule, run: Run) -> dict[str, float]:
         log_every_n_steps=args.log_every_n_steps,
         use_distributed_sampler=False,  # EpochBatchSampler shards by rank itself
     )
+    if args.compile:
+        module.model.compile()  # in place: checkpoints keep their usual parameter names
     last_path = run.checkpoints / "last.ckpt"
     trainer.fit(
         module,
@@ -235,6 +238,13 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("trainer (does not change the run's name)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     group.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    group.add_argument(
+        "--precision",
+        choices=sorted(AUTOCAST_DTYPES),
+        default="32-true",
+        help="mixed precision: bf16-mixed on recent GPUs and CPUs, 16-mixed on older GPUs",
+    )
+    group.add_argument("--compile", action="store_true", help="torch.compile the model (slow start)")
     group.add_argument("--log_every_n_steps", type=int, default=50, help="training-metric logging period")
     group.add_argument(
         "--checkpoint_interval",
@@ -243,6 +253,9 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between end-of-epoch saves of last.pt (0: every epoch); a signal and "
         "the end of training always save (default: %(default)s)",
     )
+
+
+AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def init_distributed() -> None:
@@ -276,6 +289,11 @@ class BaseTrainer:
         self.distributed = torch.distributed.is_initialized()
         seed_everything(run.seed)  # the same initial weights for the same seed
         self.model = self.build_model().to(self.device)
+        if run.args.compile:
+            self.model.compile()  # in place: checkpoints keep their usual parameter names
+        self.autocast_dtype = AUTOCAST_DTYPES[run.args.precision]
+        # float16 needs its gradients scaled against underflow; otherwise the scaler does nothing
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.args.precision == "16-mixed")
         if self.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
@@ -325,6 +343,10 @@ class BaseTrainer:
             self.datasets[split], self.hp.batch_size, shuffle, self.run.seed, self.run.args.num_workers
         )
 
+    def autocast(self) -> torch.autocast:
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
     def to_device(self, batch: Batch) -> Batch:
         if self.device.type == "cpu":
             return batch  # DataLoader batches already live there
@@ -360,14 +382,16 @@ class BaseTrainer:
         self.train_loader.sampler.set_epoch(self.epoch, self.batch_in_epoch)
         self.model.train()
         for batch in self.train_loader:
-            loss, batch_metrics = self.step(self.to_device(batch))
+            with self.autocast():
+                loss, batch_metrics = self.step(self.to_device(batch))
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             stop, diverged = self.agree(self.run.stop_requested, not torch.isfinite(loss))
             if diverged:  # checked before the update, so the last checkpoint stays usable
                 where = f"step {self.global_step + 1} (epoch {self.epoch + 1})"
                 raise RunDiverged(f"loss became {loss.item()} at {where}")
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.global_step += 1
             self.batch_in_epoch += 1
             for key, value in batch_metrics.items():  # summed as tensors: no sync per step on a GPU
@@ -387,7 +411,8 @@ class BaseTrainer:
         count = torch.zeros((), device=self.device)
         for batch in loader:
             batch = self.to_device(batch)
-            _, batch_metrics = self.step(batch)
+            with self.autocast():
+                _, batch_metrics = self.step(batch)
             size = len(batch[0])
             for key, value in batch_metrics.items():
                 sums[key] = sums.get(key, 0.0) + value.detach() * size
@@ -446,6 +471,7 @@ class BaseTrainer:
         state = {
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
@@ -469,6 +495,8 @@ class BaseTrainer:
             ) from error
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
         self.batch_in_epoch = state["batch_in_epoch"]
         self.global_step = state["global_step"]
