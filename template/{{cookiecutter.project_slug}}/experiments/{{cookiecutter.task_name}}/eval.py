@@ -24,6 +24,7 @@ from utils.utils import write_json
 {%- else -%}
 import torch
 
+from trainers import base_trainer
 from trainers.{{ cookiecutter.task_name }}_trainer import {{ cookiecutter.__task_class }}Trainer
 from utils.run import Run
 from utils.utils import read_json, write_json
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 {%- if cookiecutter.framework == 'lightning' %}
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto")
 {%- else %}
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    base_trainer.add_trainer_arguments(parser)  # --device, --precision, ...
 {%- endif %}
     return parser
 
@@ -70,7 +71,6 @@ def evaluate(checkpoint: Path, args: argparse.Namespace) -> dict[str, float]:
 {%- else %}
     run_dir = checkpoint.parents[1]
     hparams = read_json(run_dir / "hparams.json")
-    args.num_workers = 0
     run = Run(task=TASK_DIR.name, name=run_dir.name, dir=run_dir, args=args, hparams=hparams)
     trainer = {{ cookiecutter.__task_class }}Trainer(run)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
