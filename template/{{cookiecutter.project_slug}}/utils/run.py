@@ -21,6 +21,7 @@ until ``--retry_failed``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -102,8 +103,6 @@ def default_run_name(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             parts.append(f"{name}-{_format_value(value)}")
     run_name = "_".join(parts) or "default"
     if len(run_name) > MAX_RUN_NAME:
-        import hashlib
-
         digest = hashlib.sha1(run_name.encode()).hexdigest()[:10]
         run_name = f"{run_name[: MAX_RUN_NAME - 11]}~{digest}"
     return run_name
@@ -223,7 +222,7 @@ def _train_on_other_rank(run: Run, train: Callable[[Run], dict[str, float]]) -> 
     try:
         train(run)
     except RunInterrupted:
-        return 128 + int(getattr(signal, run.stop_signal or "SIGTERM"))
+        return signal_exit_code(run)
     finally:
         restore_handlers(previous_handlers)
     return 0
@@ -262,6 +261,11 @@ def _record_interruption(run: Run, manifest: dict[str, Any], stop: BaseException
     update_manifest(run, "interrupted", manifest, signal=run.stop_signal, **where)
     print(f"[{run.name}] interrupted by {run.stop_signal} ({detail}); relaunch to resume.")
     requeue_if_slurm(run.stop_signal)
+    return signal_exit_code(run)
+
+
+def signal_exit_code(run: Run) -> int:
+    """128 + the signal's number, as a shell reports a process the signal ended."""
     return 128 + int(getattr(signal, run.stop_signal or "SIGTERM"))
 
 
