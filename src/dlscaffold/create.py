@@ -63,17 +63,18 @@ def create_project(
     if target.exists() and not target.is_dir():
         raise TargetExistsError(f"{target} exists and is not a directory")
     files = render.plan(template.project_dir, context)
+    paths = [file.local_path for file in files]
     want_git = use_git and not (output_dir.exists() and git.inside_repository(output_dir))
     with render.staging_dir(output_dir) as staging:
         project = staging / "project"
         render.write(files, context, project)
         if target.exists():
-            kept = _merge(project, target, [Path(*file.path.parts) for file in files])
+            kept = _merge(project, target, paths)
             want_git = want_git and not (target / ".git").exists()
         else:
             os.rename(project, target)
             kept = []
-    result = NewProject(root=target, files=[Path(*file.path.parts) for file in files], kept=kept)
+    result = NewProject(root=target, files=paths, kept=kept)
     if want_git:
         result.git_problem = git.init_with_first_commit(target, FIRST_COMMIT_MESSAGE)
         result.git_initialised = result.git_problem is None

@@ -52,6 +52,11 @@ class RenderedFile:
     path: PurePosixPath
     source: Path
 
+    @property
+    def local_path(self) -> Path:
+        """The relative path in this system's form, for joining to a destination."""
+        return Path(*self.path.parts)
+
 
 def plan(
     project_template: Path,
@@ -84,7 +89,7 @@ def write(files: list[RenderedFile], context: dict[str, Any], destination: Path)
     """Render ``files`` under ``destination``, keeping each source's permission bits."""
     verbatim = context.get("_copy_without_render", [])
     for file in files:
-        target = destination.joinpath(*file.path.parts)
+        target = destination / file.local_path
         target.parent.mkdir(parents=True, exist_ok=True)
         data = file.source.read_bytes()
         if b"\0" not in data[:8192] and not _matches(file.path, verbatim):
