@@ -389,14 +389,15 @@ class BaseTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             stop, diverged = self.agree(self.run.stop_requested, not torch.isfinite(loss))
-            if diverged:  # checked before the update, so the last checkpoint stays usable
+            # checked every step (on a GPU, a sync): the step is exact and no NaN reaches the weights
+            if diverged:
                 where = f"step {self.global_step + 1} (epoch {self.epoch + 1})"
                 raise RunDiverged(f"loss became {loss.item()} at {where}")
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.global_step += 1
             self.batch_in_epoch += 1
-            for key, value in batch_metrics.items():  # summed as tensors: no sync per step on a GPU
+            for key, value in batch_metrics.items():  # summed as tensors, read once an epoch
                 self.train_sums[key] = self.train_sums.get(key, 0.0) + value.detach()
             if tracker is not None and self.global_step % self.run.args.log_every_n_steps == 0:
                 tracker.log({f"train_{k}": v.item() for k, v in batch_metrics.items()}, self.global_step)
