@@ -266,6 +266,12 @@ def init_distributed() -> None:
         torch.distributed.init_process_group(backend)
 
 
+def close_distributed() -> None:
+    """Leave the process group before exit: gloo's threads abort a process that exits without it."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def select_device(name: str) -> torch.device:
     if name != "auto":
         return torch.device(name)

@@ -72,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 {%- if cookiecutter.framework == 'pytorch' %}
     base_trainer.init_distributed()
-{%- endif %}
+    try:
+        return launch(TASK_DIR, args, parser, train)
+    finally:
+        base_trainer.close_distributed()
+{%- else %}
     return launch(TASK_DIR, args, parser, train)
+{%- endif %}
 
 
 if __name__ == "__main__":
