@@ -128,7 +128,7 @@ def test_two_process_data_parallel_training_interrupts_and_resumes(project: Path
     assert sorted(path.name for path in run_dir.glob("*.out")) == ["interrupted.out"], output
 
     resumed = subprocess.run(
-        distributed_command(framework, *args), cwd=project, capture_output=True, text=True
+        distributed_command(framework, *args), cwd=project, capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert sorted(path.name for path in run_dir.glob("*.out")) == ["finished.out"]

@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 def slurm_cluster() -> Iterator[None]:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("starting a SLURM cluster needs root and apt-get (Debian)")
-    started = subprocess.run(["bash", str(SLURM_SCRIPTS / "start-slurm.sh")], capture_output=True, text=True)
+    started = subprocess.run(
+        ["bash", str(SLURM_SCRIPTS / "start-slurm.sh")], capture_output=True, text=True, timeout=900
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     yield
     subprocess.run(["bash", str(SLURM_SCRIPTS / "stop-slurm.sh")], capture_output=True, text=True)
