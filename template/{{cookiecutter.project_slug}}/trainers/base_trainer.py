@@ -116,8 +116,9 @@ class RunProtocol(Callback):
         install_stop_handlers(self.run)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        # No collective here: under DDP Lightning forwards SIGTERM to every rank itself, and
-        # a rank stopping a step later only loses work that the epoch-boundary resume redoes.
+        # No collective here (one could meet a rank already gone): ranks stopping at different
+        # steps lose only work that the epoch-boundary resume redoes, and a rank the signal
+        # did not reach ends when rank 0 leaves the process group.
         if self.run.stop_requested:
             raise RunInterrupted(
                 f"during epoch {trainer.current_epoch + 1}, which restarts from its beginning"
