@@ -219,6 +219,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import time
 from typing import Any
@@ -395,11 +396,11 @@ class BaseTrainer:
                 loss, batch_metrics = self.step(self.to_device(batch))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            stop, diverged = self.agree(self.run.stop_requested, not torch.isfinite(loss))
-            # checked every step (on a GPU, a sync): the step is exact and no NaN reaches the weights
+            loss_value = loss.item()  # every step (on a GPU, a sync): the step is exact, no NaN is applied
+            stop, diverged = self.agree(self.run.stop_requested, not math.isfinite(loss_value))
             if diverged:
                 where = f"step {self.global_step + 1} (epoch {self.epoch + 1})"
-                raise RunDiverged(f"loss became {loss.item()} at {where}")
+                raise RunDiverged(f"loss became {loss_value} at {where}")
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.global_step += 1
