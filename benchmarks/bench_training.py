@@ -17,7 +17,6 @@ Goal for plain: at least 0.95x the baseline.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -25,7 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
@@ -35,15 +33,6 @@ from dlscaffold.create import create_project  # noqa: E402
 BATCH_SIZE = 32
 HIDDEN_SIZE = 128
 STEPS_PER_EPOCH = 33  # 1050 training examples of the example data, in batches of 32
-
-
-def load_train_script(project: Path) -> ModuleType:
-    path = project / "experiments" / "task1" / "train.py"
-    spec = importlib.util.spec_from_file_location(f"train_{project.name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def baseline_loop(epochs: int) -> int:
@@ -90,7 +79,9 @@ def measure(variant: str, project: Path, epochs: int, repeats: int) -> dict[str,
             baseline_loop(epochs_)
 
     else:
-        train = load_train_script(project)
+        from utils.utils import load_experiment_script
+
+        train = load_experiment_script("task1", "train")
         fixed = [
             "--batch_size",
             str(BATCH_SIZE),

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dlscaffold import __version__
 from dlscaffold.errors import DlscaffoldError
 from dlscaffold.template import Template, bundled_template_dir
+
+if TYPE_CHECKING:
+    from dlscaffold.create import NewProject
 
 TEMPLATE = Template(bundled_template_dir())
 QUESTIONS = TEMPLATE.questions()
@@ -93,8 +96,7 @@ def new(
             answers[key] = value
         elif interactive:
             answers[key] = _ask(key)
-    result = create_project(answers, output_dir, force=force, use_git=not no_git)
-    _report_new(result, answers)
+    _report_new(create_project(answers, output_dir, force=force, use_git=not no_git))
 
 
 def _stdin_is_terminal() -> bool:
@@ -108,10 +110,10 @@ def _ask(key: str) -> str:
     return str(click.prompt(TEMPLATE.prompt_text(key), default=default))
 
 
-def _report_new(result: Any, answers: dict[str, str]) -> None:
-    record = _read_answers(result.root)
+def _report_new(result: NewProject) -> None:
+    answers = result.answers
     click.echo(
-        f"Created {result.root} ({record['framework']}, {record['tracker']}): {len(result.files)} files."
+        f"Created {result.root} ({answers['framework']}, {answers['tracker']}): {len(result.files)} files."
     )
     for path in result.kept:
         click.echo(f"  kept your existing {path} (the template's version was not written)")
@@ -119,7 +121,7 @@ def _report_new(result: Any, answers: dict[str, str]) -> None:
         click.echo("Initialised a git repository with a first commit.")
     elif result.git_problem:
         click.echo(f"No git repository: {result.git_problem}")
-    task = answers.get("task_name", QUESTIONS["task_name"])
+    task = answers["task_name"]
     click.echo(
         "\nNext:\n"
         f"  cd {result.root}\n"
@@ -128,12 +130,6 @@ def _report_new(result: Any, answers: dict[str, str]) -> None:
         f"  python experiments/{task}/eval.py\n"
         "  pytest"
     )
-
-
-def _read_answers(root: Path) -> dict[str, str]:
-    from dlscaffold.project import read_project
-
-    return read_project(root).answers
 
 
 @main.command("add-task")

@@ -20,6 +20,7 @@ class NewProject:
 
     root: Path
     files: list[Path]
+    answers: dict[str, str]  # every answer the project was rendered with, defaults included
     kept: list[Path] = field(default_factory=list)  # existing files left as they were (--force)
     git_problem: str | None = None  # why no first commit was made, if one was wanted
     git_initialised: bool = False
@@ -74,7 +75,8 @@ def create_project(
         else:
             os.rename(project, target)
             kept = []
-    result = NewProject(root=target, files=paths, kept=kept)
+    answers = {key: str(context[key]) for key in template.questions()}
+    result = NewProject(root=target, files=paths, answers=answers, kept=kept)
     if want_git:
         result.git_problem = git.init_with_first_commit(target, FIRST_COMMIT_MESSAGE)
         result.git_initialised = result.git_problem is None

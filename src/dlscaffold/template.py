@@ -51,10 +51,6 @@ class Template:
     def project_dir(self) -> Path:
         return self.root / PROJECT_DIR_NAME
 
-    @property
-    def version(self) -> str:
-        return str(self.variables.get("_dlscaffold_template_version", "unknown"))
-
     def questions(self) -> dict[str, Any]:
         """What a user may answer: name -> default string, or list of choices."""
         return {

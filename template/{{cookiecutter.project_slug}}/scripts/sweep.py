@@ -36,7 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from utils.run import default_run_name, flag_state
-from utils.utils import read_json
+from utils.utils import load_experiment_script, read_json
 
 
 @dataclass
@@ -100,7 +100,10 @@ def parse_grid(specs: list[str], sweep_file: Path | None) -> tuple[dict[str, lis
 
 def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Point]:
     """Every combination of the grid, named exactly as train.py will name it."""
-    train = load_train_script(task)
+    try:
+        train = load_experiment_script(task, "train")
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from error
     parser = train.build_parser()
     points = []
     for values in itertools.product(*grid.values()):
@@ -111,18 +114,6 @@ def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Poin
         name = parsed.run_name or default_run_name(parsed, parser)
         points.append(Point(args=args, name=name, run_dir=parsed.results_dir / name))
     return points
-
-
-def load_train_script(task: str):
-    import importlib.util
-
-    path = PROJECT_ROOT / "experiments" / task / "train.py"
-    if not path.exists():
-        raise SystemExit(f"no task {task!r}: {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"{task}_train", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def command(task: str, point: Point) -> list[str]:

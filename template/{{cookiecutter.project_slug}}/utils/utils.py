@@ -6,12 +6,14 @@ scripts that launch runs in bulk can all use it.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
 import random
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -117,6 +119,22 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def load_experiment_script(task: str, name: str) -> ModuleType:
+    """Import ``experiments/<task>/<name>.py`` as a module.
+
+    Experiment scripts are run by path rather than as a package, so sweeps and
+    tests that need their parsers and ``main`` load them the same way.
+    """
+    path = PROJECT_ROOT / "experiments" / task / f"{name}.py"
+    if not path.exists():
+        raise FileNotFoundError(f"no task {task!r}: {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"{task}_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
