@@ -20,6 +20,7 @@ def test_add_from_a_subdirectory(cli, new_project, framework: str) -> None:
         "experiments/vision/train.py",
         "experiments/vision/eval.py",
         "trainers/vision_trainer.py",
+        "trainers/vision_data.py",
         "tests/test_vision.py",
         "experiments/vision/results",
     ):
@@ -102,4 +103,6 @@ def test_a_plain_cookiecutter_project_accepts_add_task(cli, tmp_path: Path) -> N
     result = cli("add-task", "task2", cwd=root)
     assert result.exit_code == 0, result.output
     trainer = (root / "trainers" / "task2_trainer.py").read_text()
-    assert re.search(r"class Task2Trainer\(BaseTrainer\)", trainer)
+    assert re.search(r"^def train\(run: Run\)", trainer, re.MULTILINE)  # the plain flavour's own loop
+    assert "from trainers import task2_data as data" in trainer
+    assert not (root / "trainers" / "task2_trainer.pytorch.py").exists()

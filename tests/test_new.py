@@ -114,7 +114,7 @@ def test_record_holds_the_answers_and_first_task(new_project) -> None:
     assert record["answers"]["tracker"] == "csv"
     assert record["tasks"] == ["vision"]
     assert (project.root / "trainers" / "vision_trainer.py").exists()
-    assert "class VisionTrainer(" in (project.root / "trainers" / "vision_trainer.py").read_text()
+    assert "def train(run: Run)" in (project.root / "trainers" / "vision_trainer.py").read_text()
 
 
 def test_text_is_escaped_wherever_it_lands_in_code(new_project) -> None:
@@ -240,3 +240,19 @@ def test_new_never_imports_torch_or_lightning(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "demo").is_dir()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sweeps_read_runs_without_importing_torch(new_project, framework: str) -> None:
+    root = new_project(framework=framework).root
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['scripts/sweep.py', 'task1', '--grid', 'seed=0,1', '--dry-run']\n"
+        "try:\n    runpy.run_path('scripts/sweep.py', run_name='__main__')\n"
+        "except SystemExit as stop:\n    assert not stop.code, stop.code\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("--seed") == 2
+    assert result.stdout.strip().endswith("no torch")

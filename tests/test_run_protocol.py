@@ -8,6 +8,7 @@ fixed sleeps alone, so a loaded machine makes the tests slower, not flaky.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 TRAIN = ["experiments/task1/train.py", "--epochs", "10", "--batch_size", "16", "--hidden_size", "16"]
 SUFFIX = {"lightning": "ckpt", "pytorch": "pt"}
-WEIGHTS_KEY = {"lightning": "state_dict", "pytorch": "model"}
+# the weights in a last checkpoint: Lightning's state_dict, or the models a plain task registered
+MODELS = {"task1": ("model",), "gan": ("generator", "critic")}
 
 
 class Project:
@@ -52,12 +54,16 @@ class Project:
     def last_checkpoint(self, name: str) -> Path:
         return self.run_dir(name) / "checkpoints" / f"last.{SUFFIX[self.framework]}"
 
-    def weights(self, name: str) -> dict:
+    def weights(self, name: str, task: str = "task1") -> dict:
         import torch
 
-        return torch.load(self.last_checkpoint(name), map_location="cpu", weights_only=False)[
-            WEIGHTS_KEY[self.framework]
-        ]
+        run_dir = self.root / "experiments" / task / "results" / name
+        state = torch.load(
+            run_dir / "checkpoints" / f"last.{SUFFIX[self.framework]}", map_location="cpu", weights_only=True
+        )
+        if self.framework == "lightning":
+            return state["state_dict"]
+        return {f"{model}.{key}": value for model in MODELS[task] for key, value in state[model].items()}
 
     def flags(self, name: str) -> list[str]:
         return sorted(path.name for path in self.run_dir(name).iterdir() if path.suffix in (".out", ".lock"))
@@ -80,10 +86,10 @@ def wait_for(
         time.sleep(0.02)
 
 
-def assert_same_weights(project: Project, run: str, reference: str) -> None:
+def assert_same_weights(project: Project, run: str, reference: str, task: str = "task1") -> None:
     import torch
 
-    ours, theirs = project.weights(run), project.weights(reference)
+    ours, theirs = project.weights(run, task), project.weights(reference, task)
     assert ours.keys() == theirs.keys()
     for key in ours:
         if project.framework == "pytorch":  # plain PyTorch resumes bit for bit
@@ -226,3 +232,34 @@ def test_a_corrupted_checkpoint_fails_clearly_and_retry_starts_over(project: Pro
     retried = project.train(name, "--retry_failed")
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert_same_weights(project, name, "reference")
+
+
+GAN = ["experiments/gan/train.py", "--epochs", "8", "--batch_size", "32", "--hidden_size", "16"]
+
+
+def test_a_two_optimizer_task_with_loader_workers_resumes_exactly_after_sigkill(project: Project) -> None:
+    """The project's example GAN, made a task by editing only its trainer file, killed outright."""
+    assert run_cli("add-task", "gan", "--project", str(project.root)).exit_code == 0
+    trainer = project.root / "trainers" / "gan_trainer.py"
+    trainer.write_text((project.root / "tests" / "gan_task.py").read_text())
+    reference = run_python([*GAN, "--run_name", "reference", "--num_workers", "2"], cwd=project.root)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+
+    killed = project.root / "experiments" / "gan" / "results" / "killed"
+    process = subprocess.Popen(
+        [sys.executable, *GAN, "--run_name", "killed", "--num_workers", "2"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # the loader's workers die with it
+    )
+    wait_for(lambda: (killed / "checkpoints" / f"last.{SUFFIX[project.framework]}").exists(), process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert not (killed / "finished.out").exists()
+
+    resumed = run_python([*GAN, "--run_name", "killed", "--num_workers", "2"], cwd=project.root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert_same_weights(project, "killed", "reference", task="gan")

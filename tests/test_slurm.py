@@ -79,5 +79,4 @@ def test_preempted_array_task_requeues_and_resumes(slurm_cluster: None, new_proj
     assert history[1]["step"] > 0  # resumed from where it stopped, not from scratch
     log = (root / "experiments" / "task1" / "slurm" / f"{job}_0.out").read_text()
     assert "requeued" in log and "resuming" in log
-    resumed_from_checkpoint = "Restored all states" if framework == "lightning" else "resumed from"
-    assert resumed_from_checkpoint in log
+    assert "resumed from" in log

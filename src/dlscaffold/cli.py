@@ -144,9 +144,10 @@ def _report_new(result: NewProject) -> None:
 def add_task(name: str, project_dir: Path | None, dry_run: bool) -> None:
     """Add the task NAME to a generated project.
 
-    The task gets experiments/NAME/{train,eval}.py, trainers/NAME_trainer.py and
-    its tests, made from the same template as the first task, for the project's
-    framework. Existing files are never modified, apart from the project record.
+    The task gets experiments/NAME/{train,eval}.py, trainers/NAME_data.py,
+    trainers/NAME_trainer.py and its tests: a copy of the example task under
+    the new name, for the project's framework, that trains as it is. Existing
+    files are never modified, apart from the project record.
     """
     from dlscaffold.project import find_project
     from dlscaffold.tasks import add_task as add
@@ -158,7 +159,12 @@ def add_task(name: str, project_dir: Path | None, dry_run: bool) -> None:
     for path in result.files:
         click.echo(f"  {path}")
     if not dry_run:
-        click.echo(f"\nTrain it:\n  python experiments/{name}/train.py --epochs 1")
+        click.echo(
+            f"\nIt is the example task under a new name. Make it yours: the data in trainers/{name}_data.py,"
+            f"\nthe model, loss and training in trainers/{name}_trainer.py, the hyperparameters in"
+            f"\nexperiments/{name}/train.py."
+        )
+        click.echo(f"Train it:\n  python experiments/{name}/train.py --epochs 1")
 
 
 @main.command()

@@ -63,7 +63,7 @@ def create_project(
         )
     if target.exists() and not target.is_dir():
         raise TargetExistsError(f"{target} exists and is not a directory")
-    files = render.plan(template.project_dir, context)
+    files = template.plan(context)
     paths = [file.local_path for file in files]
     want_git = use_git and not (output_dir.exists() and git.inside_repository(output_dir))
     with render.staging_dir(output_dir) as staging:

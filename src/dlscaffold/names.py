@@ -22,7 +22,7 @@ MAX_TEXT_LENGTH = 500
 #: names a task cannot take: the project's own top-level packages, and ``base``,
 #: whose trainer module (``trainers/base_trainer.py``) already exists
 RESERVED_TASK_NAMES = frozenset(
-    {"base", "data", "experiments", "layers", "scripts", "tests", "trainers", "utils"}
+    {"base", "data", "experiments", "layers", "protocol", "scripts", "tests", "trainers", "utils"}
 )
 
 

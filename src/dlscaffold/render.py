@@ -13,7 +13,7 @@ import fnmatch
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -62,19 +62,41 @@ def plan(
     project_template: Path,
     context: dict[str, Any],
     include: Callable[[PurePosixPath], bool] = lambda _: True,
+    flavours: Sequence[str] = (),
+    flavour: str = "",
 ) -> list[RenderedFile]:
     """The files a render would write, with rendered paths, in a stable order.
 
     ``include`` sees each file's *template* path (with its Jinja), which is how
-    add-task selects the files that belong to a task.
+    add-task selects the files that belong to a task. A file named
+    ``name.<flavour>.ext``, for one of ``flavours``, is written as ``name.ext``
+    when ``flavour`` is chosen and left out otherwise (see :func:`flavoured`).
     """
     files = []
     for source in sorted(_walk(project_template)):
         template_path = PurePosixPath(source.relative_to(project_template).as_posix())
-        if include(template_path):
-            rendered = PurePosixPath(*(render_string(part, context) for part in template_path.parts))
+        if not include(template_path):
+            continue
+        kept = flavoured(template_path, flavours, flavour)
+        if kept is not None:
+            rendered = PurePosixPath(*(render_string(part, context) for part in kept.parts))
             files.append(RenderedFile(rendered, source))
     return files
+
+
+def flavoured(path: PurePosixPath, flavours: Sequence[str], flavour: str) -> PurePosixPath | None:
+    """``x.pytorch.py`` is ``x.py`` in a pytorch project and absent from the others; other paths stay.
+
+    One template file per flavour where the flavours differ keeps large Jinja
+    blocks out of the generated code; the template's post-generation hook
+    applies the same rule for plain cookiecutter.
+    """
+    parts = path.name.split(".")
+    if len(parts) < 3 or parts[-2] not in flavours:
+        return path
+    if parts[-2] != flavour:
+        return None
+    return path.with_name(".".join([*parts[:-2], parts[-1]]))
 
 
 def _walk(root: Path) -> Iterator[Path]:

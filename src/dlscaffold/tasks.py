@@ -42,7 +42,7 @@ def add_task(
     if "framework" not in answers:
         raise NotAProjectError(f"the project record {project.root} does not say which framework it uses")
     context = template.context({**answers, "task_name": task})
-    files = render.plan(template.project_dir, context, include=is_task_file)
+    files = template.plan(context, include=is_task_file)
     paths = [file.local_path for file in files]
     clashes = [path for path in paths if (project.root / path).exists()]
     if clashes:

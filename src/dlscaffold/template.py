@@ -11,15 +11,20 @@ never asked for.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from dlscaffold.errors import InvalidValueError, TemplateError
 
+if TYPE_CHECKING:
+    from dlscaffold.render import RenderedFile
+
 PROJECT_DIR_NAME = "{{cookiecutter.project_slug}}"
 TASK_VARIABLE = "cookiecutter.task_name"
+FLAVOUR_VARIABLE = "framework"  # files named ``x.<framework>.py`` exist in that framework's projects only
 
 
 def bundled_template_dir() -> Path:
@@ -58,6 +63,21 @@ class Template:
             for key, value in self.variables.items()
             if not key.startswith("_") and not (isinstance(value, str) and "{{" in value)
         }
+
+    def plan(
+        self, context: dict[str, Any], include: Callable[[PurePosixPath], bool] = lambda _: True
+    ) -> list[RenderedFile]:
+        """The files of a project rendered with ``context``, its framework's flavour of each."""
+        from dlscaffold import render
+
+        flavours = self.variables.get(FLAVOUR_VARIABLE, [])
+        return render.plan(
+            self.project_dir,
+            context,
+            include,
+            flavours=flavours if isinstance(flavours, list) else [],
+            flavour=str(context.get(FLAVOUR_VARIABLE, "")),
+        )
 
     def prompt_text(self, key: str) -> str:
         prompts = self.variables.get("__prompts__", {})

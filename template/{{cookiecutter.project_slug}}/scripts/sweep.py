@@ -35,8 +35,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from utils.run import default_run_name, flag_state
-from utils.utils import load_experiment_script, read_json
+from protocol.files import load_experiment_script, read_json
+from protocol.naming import run_name
+from protocol.rundir import flag_state
 
 
 @dataclass
@@ -111,7 +112,7 @@ def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Poin
         for name, value in zip(grid, values):
             args += [f"--{name}", value]
         parsed = parser.parse_args(args)
-        name = parsed.run_name or default_run_name(parsed, parser)
+        name = run_name(parsed, parser, train.HPARAMS)
         points.append(Point(args=args, name=name, run_dir=parsed.results_dir / name))
     return points
 

@@ -12,7 +12,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from utils.utils import load_experiment_script  # noqa: E402  (needs the root on sys.path)
+from protocol.files import load_experiment_script  # noqa: E402  (needs the root on sys.path)
 
 
 @pytest.fixture(scope="session")

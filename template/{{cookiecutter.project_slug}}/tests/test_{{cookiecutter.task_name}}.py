@@ -1,4 +1,4 @@
-"""Train {{ cookiecutter.task_name }} for real on a tiny budget; check what the run leaves."""
+"""{{ cookiecutter.task_name }}: its data, a tiny real training run, and what the run leaves."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from trainers.{{ cookiecutter.task_name }}_data import load_splits
+
 TASK = "{{ cookiecutter.task_name }}"
 CHECKPOINT = "last.{{ 'ckpt' if cookiecutter.framework == 'lightning' else 'pt' }}"
 DEVICE_OPTION = "{{ '--accelerator' if cookiecutter.framework == 'lightning' else '--device' }}"
 TINY_RUN = ["--epochs", "2", "--batch_size", "128", "--hidden_size", "32", "--learning_rate", "0.01"]
+
+
+def test_splits_are_disjoint_and_the_same_every_time() -> None:
+    first, second = load_splits(), load_splits()
+    assert all(len(split) > 0 for split in first.values())
+    assert first["test"].indices == second["test"].indices
+    assert not set(first["train"].indices) & set(first["test"].indices)
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,12 @@ import sys
 from pathlib import Path
 
 TASK_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `utils`, `trainers` importable
+sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protocol`, `trainers` importable
 
-{% if cookiecutter.framework == 'lightning' -%}
-import pytorch_lightning as pl
+from protocol.files import read_json, write_json
+from trainers.{{ cookiecutter.task_name }}_trainer import evaluate_checkpoint
 
-from trainers.{{ cookiecutter.task_name }}_trainer import {{ cookiecutter.__task_class }}Module
-from utils.utils import write_json
-{%- else -%}
-import torch
-
-from trainers import base_trainer
-from trainers.{{ cookiecutter.task_name }}_trainer import {{ cookiecutter.__task_class }}Trainer
-from utils.run import Run
-from utils.utils import read_json, write_json
-{%- endif %}
-
-CHECKPOINT_SUFFIX = "{{ '.ckpt' if cookiecutter.framework == 'lightning' else '.pt' }}"
+SUFFIX = ".ckpt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,11 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--run_dir", type=Path, help="the run to evaluate (default: latest finished)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
-{%- if cookiecutter.framework == 'lightning' %}
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto")
-{%- else %}
-    base_trainer.add_trainer_arguments(parser)  # --device, --precision, ...
-{%- endif %}
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto (default: auto)")
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
     return parser
 
 
@@ -56,34 +42,20 @@ def latest_finished_run(results_dir: Path) -> Path:
 
 def find_checkpoint(run_dir: Path, preferred: str) -> Path:
     for name in (preferred, "last", "best"):
-        path = run_dir / "checkpoints" / f"{name}{CHECKPOINT_SUFFIX}"
+        path = run_dir / "checkpoints" / f"{name}{SUFFIX}"
         if path.exists():
             return path
     raise SystemExit(f"no checkpoint in {run_dir / 'checkpoints'}")
-
-
-def evaluate(checkpoint: Path, args: argparse.Namespace) -> dict[str, float]:
-{%- if cookiecutter.framework == 'lightning' %}
-    module = {{ cookiecutter.__task_class }}Module.load_from_checkpoint(checkpoint, map_location="cpu")
-    trainer = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False, enable_progress_bar=False)
-    (metrics,) = trainer.test(module, dataloaders=module.loader("test", shuffle=False), verbose=False)
-    return {key: float(value) for key, value in metrics.items()}
-{%- else %}
-    run_dir = checkpoint.parents[1]
-    hparams = read_json(run_dir / "hparams.json")
-    run = Run(task=TASK_DIR.name, name=run_dir.name, dir=run_dir, args=args, hparams=hparams)
-    trainer = {{ cookiecutter.__task_class }}Trainer(run)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    trainer.raw_model.load_state_dict(state["model"])
-    return trainer.evaluate(trainer.loader("test", shuffle=False), "test")
-{%- endif %}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_dir = args.run_dir or latest_finished_run(TASK_DIR / "results")
     checkpoint = find_checkpoint(run_dir, args.checkpoint)
-    metrics = evaluate(checkpoint, args)
+    hparams = read_json(run_dir / "hparams.json")
+    if not isinstance(hparams, dict):
+        raise SystemExit(f"{run_dir / 'hparams.json'} is missing or malformed: not a run directory?")
+    metrics = evaluate_checkpoint(checkpoint, argparse.Namespace(**hparams), args.accelerator, args.precision)
     write_json(run_dir / "test_metrics.json", {"checkpoint": checkpoint.name, "metrics": metrics})
     print(f"{run_dir.name} ({checkpoint.name}):")
     for key, value in sorted(metrics.items()):

@@ -1,0 +1,175 @@
+"""Run protocol, rarely edited: skip, resume or start a run, and record how it ended.
+
+``launch`` is called by every ``train.py``. It finds the run's directory,
+decides what to do from the flag present (finished: skip; interrupted or
+killed: resume; failed: skip until ``--retry_failed``), takes the lock, calls
+the task's ``train(run)`` and leaves exactly one flag behind, whatever happens.
+Under torchrun, rank 0 decides and keeps the books; every rank follows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from protocol.cluster import (
+    install_stop_handlers,
+    is_rank_zero,
+    requeue_if_slurm,
+    restore_handlers,
+    signal_exit_code,
+)
+from protocol.files import read_json, write_json
+from protocol.lock import acquire_lock, live_owner, release_lock
+from protocol.manifest import update_manifest
+from protocol.naming import run_name
+from protocol.rundir import Run, archive, clear_flags, flag_state, progress_summary, write_flag
+
+EXIT_FAILED = 1
+EXIT_LOCKED = 3
+
+Train = Callable[[Run], dict[str, float]]
+
+
+class RunInterrupted(Exception):
+    """Raised by a training loop that saved a checkpoint and stopped because a signal asked it to."""
+
+
+class RunDiverged(Exception):
+    """Raised by a training loop whose loss stopped being a finite number."""
+
+
+def launch(
+    task_dir: Path,
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    hparams: list[str],
+    train: Train,
+) -> int:
+    """Run ``train`` under the protocol and return the process exit code.
+
+    0: finished, or skipped because it had finished or failed before;
+    1: failed; 3: another live process owns the run; 128+N: stopped by signal N.
+    ``hparams`` names the options that define the run (and its directory).
+    """
+    name = run_name(args, parser, hparams)
+    run = Run(
+        task=task_dir.name,
+        name=name,
+        dir=args.results_dir / name,
+        args=args,
+        hparams={key: getattr(args, key) for key in hparams},
+    )
+    decision = claim(run) if is_rank_zero() else None
+    decision = share_from_rank_zero(decision)
+    if decision is None:  # a process Lightning started itself, after rank 0 claimed the run
+        decision = "resume" if any(run.checkpoints.glob("last.*")) else "start"
+    if isinstance(decision, int):
+        return decision
+    run.resuming = decision == "resume"
+    previous_handlers = install_stop_handlers(run.request_stop)
+    try:
+        if not is_rank_zero():
+            return _train_on_other_rank(run, train)
+        return _train_and_record(run, train)
+    finally:
+        restore_handlers(previous_handlers)
+        if is_rank_zero():
+            release_lock(run.dir)
+
+
+def claim(run: Run) -> str | int:
+    """Decide what to do with the run and take its lock: ``start``, ``resume`` or an exit code."""
+    args = run.args
+    owner = live_owner(run.dir)
+    if owner:
+        print(f"[{run.name}] is being trained by {owner}; refusing to start a second copy.")
+        return EXIT_LOCKED
+    state = flag_state(run.dir)
+    if state == "finished" and not args.force:
+        print(f"[{run.name}] finished already; skipping (--force trains it again). {run.dir}")
+        return 0
+    if state == "failed" and not (args.retry_failed or args.force):
+        failed = read_json(run.dir / "failed.out")
+        reason = failed.get("reason") if isinstance(failed, dict) else None
+        print(f"[{run.name}] failed before: {reason or 'see failed.out'}")
+        print("  skipping (--retry_failed tries again).")
+        return 0
+    if state in ("finished", "failed"):
+        archived = archive(run.dir)
+        print(f"[{run.name}] previous {state} run kept as {archived.name}")
+    if not acquire_lock(run.dir):
+        print(f"[{run.name}] another process took the run first; refusing to start a second copy.")
+        return EXIT_LOCKED
+    # a run with a checkpoint resumes: interrupted, or killed before it could say so
+    return "resume" if state == "interrupted" or any(run.checkpoints.glob("last.*")) else "start"
+
+
+def share_from_rank_zero(decision: str | int | None) -> str | int | None:
+    """Under torchrun every rank must act on rank 0's decision, or the others would hang."""
+    dist = sys.modules.get("torch.distributed")  # never imported here: no process group without torch
+    if dist is None or not (dist.is_available() and dist.is_initialized()):
+        return decision
+    shared = [decision]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
+def _train_on_other_rank(run: Run, train: Train) -> int:
+    try:
+        train(run)
+    except RunInterrupted:
+        return signal_exit_code(run.stop_signal)
+    return 0
+
+
+def _train_and_record(run: Run, train: Train) -> int:
+    clear_flags(run.dir)
+    write_json(run.dir / "hparams.json", run.hparams)
+    manifest = update_manifest(run, "resume" if run.resuming else "start")
+    print(f"[{run.name}] {'resuming' if run.resuming else 'training'} in {run.dir}")
+    started = time.monotonic()
+    try:
+        metrics = train(run)
+    except BaseException as error:  # whatever ends the run must leave its reason behind
+        if run.stop_signal is not None and not isinstance(error, RunDiverged):
+            # RunInterrupted from the loop, or a framework's own exit on the same signal
+            return _record_interruption(run, manifest, error)
+        return _record_failure(run, manifest, error)
+    duration = round(time.monotonic() - started, 3)
+    write_flag(run.dir, "finished.out", metrics=metrics, duration_s=duration, **progress_summary(run.dir))
+    update_manifest(run, "finished", manifest, metrics=metrics)
+    shown = ", ".join(f"{key}={value:.4f}" for key, value in sorted(metrics.items()))
+    print(f"[{run.name}] finished in {duration:.1f}s: {shown}")
+    return 0
+
+
+def _record_interruption(run: Run, manifest: dict[str, Any], stop: BaseException) -> int:
+    where = progress_summary(run.dir)
+    detail = str(stop) or type(stop).__name__
+    write_flag(run.dir, "interrupted.out", reason=f"{run.stop_signal}: {detail}", **where)
+    update_manifest(run, "interrupted", manifest, signal=run.stop_signal, **where)
+    print(f"[{run.name}] interrupted by {run.stop_signal} ({detail}); relaunch to resume.")
+    requeue_if_slurm(run.stop_signal)
+    return signal_exit_code(run.stop_signal)
+
+
+def _record_failure(run: Run, manifest: dict[str, Any], error: BaseException) -> int:
+    reason = f"{type(error).__name__}: {error}"
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    write_flag(
+        run.dir,
+        "failed.out",
+        reason=reason,
+        traceback="".join(lines).splitlines(),
+        **progress_summary(run.dir),
+    )
+    update_manifest(run, "failed", manifest, reason=reason)
+    print(f"[{run.name}] failed: {reason}", file=sys.stderr)
+    print("".join(lines), file=sys.stderr)
+    return EXIT_FAILED

@@ -1,0 +1,102 @@
+"""Run protocol, rarely edited: a run directory and its flag files.
+
+A run lives in ``experiments/<task>/results/<run>/``::
+
+    hparams.json      the hyperparameters that define it
+    manifest.json     how to reproduce it: command, seed, git state, versions, history
+    progress.json     epoch, step and metrics of the last completed epoch
+    logs/             tracker output
+    checkpoints/      last and best checkpoints
+    run.lock          present while a process trains it: pid and host
+    finished.out      completed: final metrics and duration       (at most one
+    interrupted.out   stopped by a signal, or found dead: resume    of these three
+    failed.out        an exception or a diverged loss: why          at a time)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.files import now, read_json, write_json
+
+FLAGS = ("finished.out", "interrupted.out", "failed.out")
+
+
+@dataclass
+class Run:
+    """One run directory, as seen by the process that trains it."""
+
+    task: str
+    name: str
+    dir: Path
+    args: argparse.Namespace  # every option of train.py
+    hparams: dict[str, Any]  # the ones that define the run
+    resuming: bool = False
+    stop_signal: str | None = field(default=None, repr=False)  # set by a signal handler
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once SIGINT, SIGTERM or SIGUSR1 arrived: stop at the next safe point."""
+        return self.stop_signal is not None
+
+    def request_stop(self, signal_name: str) -> None:
+        """Called from a signal handler: the loop stops at its next safe point."""
+        self.stop_signal = signal_name
+        print(f"\n[{self.name}] {signal_name} received: stopping at the next safe point.")
+
+    def record_progress(self, epoch: int, step: int, metrics: dict[str, float], main_metric: str) -> None:
+        """Write what the last completed epoch achieved, for ``dlscaffold status`` and sweeps."""
+        write_json(
+            self.dir / "progress.json",
+            {"epoch": epoch, "step": step, "metrics": metrics, "main_metric": main_metric, "time": now()},
+        )
+
+
+def flag_state(run_dir: Path) -> str | None:
+    """``finished``, ``interrupted``, ``failed`` or ``None``, from the flag file present."""
+    for flag in FLAGS:
+        if (run_dir / flag).exists():
+            return flag.removesuffix(".out")
+    return None
+
+
+def write_flag(run_dir: Path, flag: str, **content: Any) -> None:
+    """Replace any flag with ``flag``: a run has at most one at any instant."""
+    clear_flags(run_dir)
+    write_json(run_dir / flag, {"state": flag.removesuffix(".out"), "time": now(), **content})
+
+
+def clear_flags(run_dir: Path) -> None:
+    for flag in FLAGS:
+        (run_dir / flag).unlink(missing_ok=True)
+
+
+def progress_summary(run_dir: Path) -> dict[str, Any]:
+    """Where the run stood at its last completed epoch."""
+    progress = read_json(run_dir / "progress.json")
+    progress = progress if isinstance(progress, dict) else {}
+    return {key: progress.get(key) for key in ("epoch", "step", "main_metric")}
+
+
+def archive(run_dir: Path) -> Path:
+    """Move a finished or failed run aside, so a new attempt never destroys its results."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.{stamp}")
+    suffix = 1
+    while target.exists():
+        target = run_dir.with_name(f"{run_dir.name}.{stamp}-{suffix}")
+        suffix += 1
+    run_dir.rename(target)
+    return target

@@ -1,0 +1,78 @@
+"""Exact resume of a loop with two models, two optimizers, a scheduler and loader workers.
+
+Each test stops the small GAN of ``gan_task.py`` with a real signal at a fixed
+step, resumes it, and expects the same final weights, bit for bit, as a run
+that was never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from protocol import launch
+from protocol.state import TrainState
+from tests import gan_task
+
+
+def launch_gan(results: Path, name: str) -> int:
+    args = argparse.Namespace(
+        run_name=name,
+        results_dir=results,
+        force=False,
+        retry_failed=False,
+        learning_rate=2e-3,
+        batch_size=64,
+        epochs=3,
+        hidden_size=16,
+        seed=0,
+        num_workers=2,
+        device="cpu",
+    )
+    hparams = ["learning_rate", "batch_size", "epochs", "hidden_size", "seed"]
+    return launch(Path("gan"), args, argparse.ArgumentParser(), hparams, gan_task.train)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    return {
+        f"{model}.{key}": value for model in ("generator", "critic") for key, value in state[model].items()
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    results = tmp_path_factory.mktemp("reference")
+    assert launch_gan(results, "reference") == 0
+    return weights(results / "reference")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
+def test_stopped_mid_epoch_resumes_to_the_same_weights(
+    reference: dict[str, torch.Tensor],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signum: signal.Signals,
+) -> None:
+    step = TrainState.step
+
+    def step_then_signal(self: TrainState, **values: torch.Tensor) -> None:
+        if self.global_step == 11:  # in the middle of the second epoch (8 steps an epoch)
+            os.kill(os.getpid(), signum)
+        step(self, **values)
+
+    monkeypatch.setattr(TrainState, "step", step_then_signal)
+    assert launch_gan(tmp_path, "stopped") == 128 + signum
+    assert (tmp_path / "stopped" / "interrupted.out").exists()
+    monkeypatch.undo()
+
+    assert launch_gan(tmp_path, "stopped") == 0
+    assert (tmp_path / "stopped" / "finished.out").exists()
+    resumed = weights(tmp_path / "stopped")
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[key], reference[key]) for key in reference)

@@ -1,0 +1,105 @@
+"""What every Lightning task shares: the Trainer, set up with the run protocol.
+
+A task's ``train(run)`` builds its LightningModule and LightningDataModule and
+hands them to :func:`fit`, which adds atomic checkpoints (``best.ckpt`` by the
+task's main metric, ``last.ckpt`` every epoch and on a signal), exact resume,
+logging and the run's flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+from protocol import Run
+from protocol.lightning import AtomicCheckpointIO, RunProtocol, epoch_metrics
+from utils.tracking import make_logger
+
+# Lightning's start-up banners and product tips say nothing about the run
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+EXPECTED_WARNINGS = (
+    "The number of training batches",  # epoch metrics are logged at every epoch's end anyway
+    "The `srun` command is available",  # on any machine that has SLURM's tools
+    ".*LeafSpec.* is deprecated",  # Lightning's own use of torch
+    "Checkpoint directory .* exists and is not empty",  # a resumed run's, by design
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence the warnings listed in ``EXPECTED_WARNINGS``, and no others."""
+    with warnings.catch_warnings():
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+def fit(
+    run: Run, module: pl.LightningModule, datamodule: pl.LightningDataModule, *, main_metric: str, mode: str
+) -> dict[str, float]:
+    """Train ``module`` on ``datamodule`` for ``--epochs``; return the final metrics."""
+    args = run.args
+    best = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor=main_metric,
+        mode=mode,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    # a second callback rather than save_last, which only saves when `best` does
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
+    )
+    if args.compile:
+        module.compile()  # in place: checkpoints keep their usual parameter names
+    last_path = run.checkpoints / "last.ckpt"
+    resume_from = last_path if run.resuming and last_path.exists() else None
+    with quiet_lightning():
+        plugins: list[Any] = [AtomicCheckpointIO()]
+        if SLURMEnvironment.detect():
+            plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the protocol's job
+        trainer = pl.Trainer(
+            max_epochs=args.epochs,
+            accelerator=args.accelerator,
+            devices=int(args.devices) if args.devices.isdigit() else args.devices,
+            strategy=args.strategy,
+            num_nodes=args.num_nodes,
+            precision=args.precision,
+            logger=make_logger(run.logs, run.name),
+            callbacks=[RunProtocol(run, main_metric), best, last],
+            plugins=plugins,
+            default_root_dir=run.dir,
+            log_every_n_steps=args.log_every_n_steps,
+            use_distributed_sampler=False,  # make_loader shards by rank itself, resumably
+            enable_model_summary=False,
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    metrics = epoch_metrics(trainer)
+    if best.best_model_score is not None:
+        metrics[f"best_{main_metric}"] = float(best.best_model_score)
+    return metrics
+
+
+def test_checkpoint(
+    module: pl.LightningModule, datamodule: pl.LightningDataModule, accelerator: str, precision: str
+) -> dict[str, float]:
+    """``trainer.test`` on one device, quietly: the metrics the module's ``test_step`` logs."""
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            precision=precision,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    return {key: float(value) for key, value in metrics.items()}
