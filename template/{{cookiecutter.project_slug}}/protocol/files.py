@@ -7,9 +7,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,18 +20,19 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new, never a mix.
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file through ``write(handle)`` so that readers see the old content or the new, never a mix.
 
-    The data goes to a temporary file beside the target, is flushed to disk,
-    and then replaces the target in one rename.
+    The data goes to a temporary file beside the target, is flushed to disk
+    (fsync: it survives a crash of the machine too), and then replaces the
+    target in one rename.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -38,6 +40,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def _fsync_directory(directory: Path) -> None:

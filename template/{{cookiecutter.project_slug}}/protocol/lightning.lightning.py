@@ -60,17 +60,14 @@ class RunProtocol(Callback):
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, *args: Any
     ) -> None:
         named = {"loss": outputs} if isinstance(outputs, torch.Tensor) else dict(outputs or {})
-        values = {
-            key: value.detach().float() for key, value in named.items() if isinstance(value, torch.Tensor)
-        }
-        # one read per step (on a GPU, one sync): a diverged run fails at the step where it diverged
-        finite = (
-            bool(torch.stack([value.isfinite().all() for value in values.values()]).all()) if values else True
-        )
-        flags = torch.tensor([float(self.run.stop_requested), float(not finite)])
+        values = {key: value.detach() for key, value in named.items() if isinstance(value, torch.Tensor)}
+        # a read per value and step (on a GPU, a sync): a diverged run fails at the step where it did
+        finite = all(bool(value.isfinite().all()) for value in values.values())
+        stop, diverged = self.run.stop_requested, not finite
         if trainer.world_size > 1:  # every rank stops at the same step, or none does
-            flags = trainer.strategy.reduce(flags.to(module.device), reduce_op="max").cpu()
-        stop, diverged = bool(flags[0]), bool(flags[1])
+            flags = torch.tensor([float(stop), float(diverged)], device=module.device)
+            flags = trainer.strategy.reduce(flags, reduce_op="max").cpu()
+            stop, diverged = bool(flags[0]), bool(flags[1])
         where = f"step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
         if diverged:
             bad = {key: _shown(value) for key, value in values.items() if not value.isfinite().all()}

@@ -63,11 +63,12 @@ def git_state(max_diff_bytes: int = 100_000) -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
-    """Python's version and the installed versions of the packages that shape results."""
+    """Python's version and the versions of the packages that shape results."""
     versions = {"python": platform.python_version()}
     for package in PACKAGES:
+        module = sys.modules.get(package.replace("-", "_"))  # imported already: no search on disk
         try:
-            versions[package] = metadata.version(package)
+            versions[package] = getattr(module, "__version__", None) or metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
     return versions

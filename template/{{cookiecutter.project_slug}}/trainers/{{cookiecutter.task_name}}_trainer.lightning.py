@@ -25,7 +25,7 @@ from utils.utils import seed_everything
 
 
 class {{ cookiecutter.__task_class }}Data(pl.LightningDataModule):
-    """Train, validation and test loaders; each resumes mid-epoch from a checkpoint."""
+    """Train, validation and test loaders; the train loader resumes mid-epoch from a checkpoint."""
 
     def __init__(self, batch_size: int, seed: int, num_workers: int = 0) -> None:
         super().__init__()
@@ -122,9 +122,9 @@ def train(run: Run) -> dict[str, float]:
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, hparams: argparse.Namespace, accelerator: str, precision: str
+    checkpoint: Path, hparams: argparse.Namespace, args: argparse.Namespace
 ) -> dict[str, float]:
-    """The test-split metrics of a checkpoint's module: what eval.py reports."""
+    """The test-split metrics of a checkpoint's module, on eval.py's ``args``."""
     module = {{ cookiecutter.__task_class }}Module.load_from_checkpoint(checkpoint, map_location="cpu")
     datamodule = {{ cookiecutter.__task_class }}Data(batch_size=hparams.batch_size, seed=hparams.seed)
-    return test_checkpoint(module, datamodule, accelerator, precision)
+    return test_checkpoint(module, datamodule, args.accelerator, args.precision)

@@ -94,11 +94,11 @@ def train(run: Run) -> dict[str, float]:
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, hparams: argparse.Namespace, device_name: str, precision: str
+    checkpoint: Path, hparams: argparse.Namespace, args: argparse.Namespace
 ) -> dict[str, float]:
-    """The test-split metrics of a checkpoint's model: what eval.py reports."""
-    device = select_device(device_name)
+    """The test-split metrics of a checkpoint's model, on eval.py's ``args``."""
+    device = select_device(args.device)
     model = build_model(hparams).to(device)
     model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True)["model"])
     loader = make_loader(data.load_splits()["test"], hparams.batch_size, shuffle=False, seed=hparams.seed)
-    return evaluate(model, loader, compute_metrics, device, precision, prefix="test")
+    return evaluate(model, loader, compute_metrics, device, args.precision, prefix="test")

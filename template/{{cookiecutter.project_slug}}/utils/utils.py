@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from protocol.files import atomic_write_bytes
+from protocol.files import atomic_write
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +56,4 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file renamed into place: a kill never leaves half a checkpoint."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, lambda handle: torch.save(obj, handle))

@@ -19,7 +19,7 @@ sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protoco
 from protocol.files import read_json, write_json
 from trainers.{{ cookiecutter.task_name }}_trainer import evaluate_checkpoint
 
-SUFFIX = ".ckpt"
+SUFFIX = "{{ '.ckpt' if cookiecutter.framework == 'lightning' else '.pt' }}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--run_dir", type=Path, help="the run to evaluate (default: latest finished)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+{%- if cookiecutter.framework == 'lightning' %}
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto (default: auto)")
-    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
+{%- else %}
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+{%- endif %}
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
     return parser
 
 
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     hparams = read_json(run_dir / "hparams.json")
     if not isinstance(hparams, dict):
         raise SystemExit(f"{run_dir / 'hparams.json'} is missing or malformed: not a run directory?")
-    metrics = evaluate_checkpoint(checkpoint, argparse.Namespace(**hparams), args.accelerator, args.precision)
+    metrics = evaluate_checkpoint(checkpoint, argparse.Namespace(**hparams), args)
     write_json(run_dir / "test_metrics.json", {"checkpoint": checkpoint.name, "metrics": metrics})
     print(f"{run_dir.name} ({checkpoint.name}):")
     for key, value in sorted(metrics.items()):
