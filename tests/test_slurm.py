@@ -50,7 +50,7 @@ def wait_for(condition, what: str, timeout: float = 300) -> None:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_preempted_array_task_requeues_and_resumes(slurm_cluster: None, new_project, framework: str) -> None:
     root = new_project(f"slurm_{framework}", framework=framework).root
-    train_args = ["--epochs", "20", "--batch_size", "16", "--hidden_size", "16"]
+    train_args = ["--epochs", "24", "--batch_size", "16", "--hidden_size", "16"]
     submit = run_python(
         ["scripts/sweep.py", "task1", "--grid", "seed=0,1", "--slurm", "--time", "10", "--", *train_args],
         cwd=root,
@@ -61,7 +61,7 @@ def test_preempted_array_task_requeues_and_resumes(slurm_cluster: None, new_proj
     assert "#SBATCH --array=0-1" in script and "#SBATCH --signal=B:USR1@" in script
 
     results = root / "experiments" / "task1" / "results"
-    preempted = results / "batch_size-16_epochs-20_hidden_size-16_seed-0"
+    preempted = results / "batch_size-16_epochs-24_hidden_size-16_seed-0"
     checkpoint = preempted / "checkpoints" / ("last.ckpt" if framework == "lightning" else "last.pt")
     wait_for(checkpoint.exists, "the first checkpoint of array task 0")
     # what SLURM does before a time limit or a preemption, as the notes on these machines verified
@@ -69,7 +69,7 @@ def test_preempted_array_task_requeues_and_resumes(slurm_cluster: None, new_proj
     wait_for(lambda: not squeue(job), "the array to finish")
 
     for seed in (0, 1):
-        run_dir = results / f"batch_size-16_epochs-20_hidden_size-16_seed-{seed}"
+        run_dir = results / f"batch_size-16_epochs-24_hidden_size-16_seed-{seed}"
         assert (run_dir / "finished.out").exists(), sorted(path.name for path in run_dir.iterdir())
     history = json.loads((preempted / "manifest.json").read_text())["history"]
     assert [event["event"] for event in history] == ["start", "interrupted", "resume", "finished"]

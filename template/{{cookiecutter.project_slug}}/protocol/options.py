@@ -57,6 +57,14 @@ def run_name_argument(text: str) -> str:
     return text
 
 
+def device_name(text: str) -> str:
+    """``auto``, or a device as torch names it: ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
+    kind, _, index = text.partition(":")
+    if text == "auto" or (kind in ("cpu", "cuda", "mps", "xpu") and (not index or index.isdigit())):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+
+
 def positive_int(text: str) -> int:
     value = _int(text)
     if value < 1:

@@ -97,7 +97,7 @@ class TrainState:
         """
         self.global_step += 1
         self.steps_in_epoch += 1
-        detached = {key: value.detach().float() for key, value in values.items()}
+        detached = {key: value.detach().float().to(self.device) for key, value in values.items()}
         for key, value in detached.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value
         finite = bool(torch.stack(list(detached.values())).isfinite().all()) if detached else True
@@ -113,8 +113,7 @@ class TrainState:
                 {f"train_{key}": value.item() for key, value in detached.items()}, self.global_step
             )
         if stop:
-            self.save()
-            raise RunInterrupted(f"at step {self.global_step} (epoch {self.epoch + 1})")
+            self.save_and_stop(f"at step {self.global_step} (epoch {self.epoch + 1})")
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         """Close the epoch with its validation ``metrics``: progress, logs, checkpoints."""
@@ -126,8 +125,7 @@ class TrainState:
         if is_rank_zero():
             self._record_epoch()
         if self.agree(self.run.stop_requested, False)[0]:
-            self.save()
-            raise RunInterrupted(f"after epoch {self.epoch}")
+            self.save_and_stop(f"after epoch {self.epoch}")
 
     def final_metrics(self) -> dict[str, float]:
         best = self.best if self.best is not None else math.nan
@@ -144,7 +142,9 @@ class TrainState:
         if self.best is None or (score > self.best if self.mode == "max" else score < self.best):
             self.best = score
             weights = {
-                name: {key: tensor.detach().clone() for key, tensor in module.state_dict().items()}
+                name: {
+                    key: tensor.detach().to("cpu", copy=True) for key, tensor in module.state_dict().items()
+                }
                 for name, module in self.saved.items()
                 if isinstance(module, nn.Module)
             }
@@ -170,6 +170,12 @@ class TrainState:
         if stop and self.run.stop_signal is None:
             self.run.stop_signal = "SIGTERM"  # the signal reached another rank
         return stop, diverged
+
+    def save_and_stop(self, where: str) -> None:
+        self.save()
+        if self.distributed:
+            torch.distributed.barrier()  # no rank leaves (and ends the job) before rank 0 has saved
+        raise RunInterrupted(where)
 
     def save(self) -> None:
         """``last.pt`` (everything needed to continue bit for bit) and any new ``best.pt``; rank 0 only.
@@ -204,6 +210,7 @@ class TrainState:
             state = torch.load(path, map_location="cpu", weights_only=True)
             for name, item in self.saved.items():
                 item.load_state_dict(state[name])
+            set_rng_state(state["protocol"]["rng"])
         except Exception as error:
             raise RuntimeError(
                 f"cannot resume: {path} does not fit ({type(error).__name__}: {error}); "
@@ -216,7 +223,6 @@ class TrainState:
         self.metrics = position["metrics"]
         self.sums = {key: total.to(self.device) for key, total in position["sums"].items()}
         self.steps_in_epoch = position["steps_in_epoch"]
-        set_rng_state(position["rng"])
         print(f"resumed from {path} at step {self.global_step} (epoch {self.epoch + 1})")
 
 

@@ -218,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     pending = to_run(points, args.retry_failed)
     if args.slurm:
         return submit_array(args, pending)
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, args.workers))
+    try:
         list(pool.map(lambda point: run_point(args.task, point, args.retry_failed), pending))
+    except KeyboardInterrupt:  # the runs in progress got the Ctrl-C too: they checkpoint and stop
+        pool.shutdown(wait=True, cancel_futures=True)  # and none of the waiting ones starts
+        print(f"\ninterrupted; relaunch the same command to resume.\n\n{summary(points)}")
+        return 130
+    pool.shutdown()
     print()
     print(summary(points))
     unfinished = [point for point in points if flag_state(point.run_dir) != "finished"]

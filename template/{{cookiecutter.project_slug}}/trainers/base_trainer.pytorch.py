@@ -20,13 +20,18 @@ AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": to
 
 
 @contextlib.contextmanager
-def distributed() -> Iterator[None]:
+def distributed(device_name: str = "auto") -> Iterator[None]:
     """Under torchrun (it sets WORLD_SIZE), join the process group for the duration; else nothing.
 
-    Leaving it before exit matters: gloo's threads abort a process that exits without.
+    NCCL when the processes train on GPUs (each on its own: LOCAL_RANK), gloo on
+    CPUs. Leaving the group before exit matters: gloo's threads abort a process
+    that exits without.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        device = select_device(device_name)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # collectives and pinned memory on this rank's GPU, not GPU 0
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield
     finally:

@@ -29,7 +29,7 @@ class Tracker:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events a killed attempt logged past the checkpoint we resume from
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_step or None)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=start_step + 1 if start_step else None)
         if not start_step:
             self.writer.add_text("hparams", str(hparams))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,15 @@ def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoader workers.
 
     torch seeds each worker differently, but not NumPy or ``random``: without
-    this, every worker would draw the same "random" augmentations.
+    this, every worker would draw the same "random" augmentations. A resumed
+    run reseeds its workers, so randomness that must replay exactly (augmentation)
+    is best drawn from a generator seeded by (seed, epoch, index).
     """
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)  # the main process stops the run; workers end with it
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -39,7 +44,8 @@ def get_rng_state() -> dict[str, Any]:
         "python": random.getstate(),
         "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached_gauss],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # this process's GPU only: under DDP every rank draws from its own, identically seeded
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
@@ -51,7 +57,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached_gauss))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"][0])
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -17,6 +17,9 @@ TASK_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protocol`, `trainers` importable
 
 from protocol.files import read_json, write_json
+{%- if cookiecutter.framework == 'pytorch' %}
+from protocol.options import device_name
+{%- endif %}
 from trainers.{{ cookiecutter.task_name }}_trainer import evaluate_checkpoint
 
 SUFFIX = "{{ '.ckpt' if cookiecutter.framework == 'lightning' else '.pt' }}"
@@ -29,11 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run_dir", type=Path, help="the run to evaluate (default: latest finished)")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
 {%- if cookiecutter.framework == 'lightning' %}
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto (default: auto)")
+    parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps", "tpu"], default="auto")
 {%- else %}
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, mps")
 {%- endif %}
-    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true")
     return parser
 
 

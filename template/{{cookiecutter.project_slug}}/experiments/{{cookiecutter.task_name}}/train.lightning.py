@@ -53,11 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     hparams.add_argument("--seed", type=seed, default=0, help="seeds every RNG")
 
     how = parser.add_argument_group("how to run: pl.Trainer options (they do not change the run's name)")
-    how.add_argument("--accelerator", default="auto", help="cpu, gpu, mps or auto (default: auto)")
+    how.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps", "tpu"], default="auto")
     how.add_argument("--devices", default="auto", help="number of devices, a list, or auto")
     how.add_argument("--strategy", default="auto", help="auto, ddp, fsdp, ... (default: auto)")
     how.add_argument("--num_nodes", type=positive_int, default=1, help="machines taking part")
-    how.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
+    how.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"],
+        default="32-true",
+        help="mixed precision: bf16-mixed on recent GPUs and CPUs, 16-mixed on older GPUs",
+    )
     how.add_argument(
         "--compile", action="store_true", help="torch.compile the module (slow start, fast steps)"
     )

@@ -24,6 +24,7 @@ sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protoco
 
 from protocol import add_run_arguments, launch
 from protocol.options import (
+    device_name,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     hparams.add_argument("--seed", type=seed, default=0, help="seeds every RNG")
 
     how = parser.add_argument_group("how to run (does not change the run's name)")
-    how.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    how.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, mps")
     how.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader worker processes")
     how.add_argument(
         "--precision",
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainers import base_trainer
     from trainers.{{ cookiecutter.task_name }}_trainer import train
 
-    with base_trainer.distributed():  # joins the process group under torchrun; nothing otherwise
+    with base_trainer.distributed(args.device):  # joins the process group under torchrun; nothing otherwise
         return launch(TASK_DIR, args, parser, HPARAMS, train)
 
 
