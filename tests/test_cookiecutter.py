@@ -11,9 +11,10 @@ from conftest import FRAMEWORKS, cookiecutter, tree_digest
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_cookiecutter_makes_the_same_project_as_new(new_project, tmp_path: Path, framework: str) -> None:
-    ours = new_project("demo", framework=framework).root
+    text = 'Emoji \U0001f600 and "quotes" \\ é'  # the hook and TOML must take characters beyond the BMP
+    ours = new_project("demo", framework=framework, description=text).root
     theirs_dir = tmp_path / "cookiecutter"
-    result = cookiecutter(theirs_dir, "project_name=demo", f"framework={framework}")
+    result = cookiecutter(theirs_dir, "project_name=demo", f"framework={framework}", f"description={text}")
     assert result.returncode == 0, result.stderr
     assert tree_digest(theirs_dir / "demo") == tree_digest(ours)
 

@@ -117,8 +117,11 @@ def test_record_holds_the_answers_and_first_task(new_project) -> None:
     assert "def train(run: Run)" in (project.root / "trainers" / "vision_trainer.py").read_text()
 
 
-def test_text_is_escaped_wherever_it_lands_in_code(new_project) -> None:
+@pytest.mark.parametrize("script", ["latin", "astral"])
+def test_text_is_escaped_wherever_it_lands_in_code(new_project, script: str) -> None:
     tricky = 'He said "hi" \\ {{ x }} {% raw %} \'\'\' """ é'
+    if script == "astral":  # beyond the Basic Multilingual Plane: an emoji, a math letter, CJK ext. B
+        tricky += " \U0001f600 \U0001d518 \U00020000 \u200d"
     project = new_project(description=tricky, author="O'Brien <ob@example.org>")
     tomllib = pytest.importorskip("tomllib")
 
@@ -126,6 +129,15 @@ def test_text_is_escaped_wherever_it_lands_in_code(new_project) -> None:
     assert metadata["description"] == tricky
     assert metadata["authors"] == [{"name": "O'Brien <ob@example.org>"}]
     assert json.loads((project.root / ".dlscaffold.json").read_text())["answers"]["description"] == tricky
+
+
+@pytest.mark.parametrize(
+    "text", ["two\nlines", "tab\there", "bell\x07", "line\u2028separator", "undecodable \udcff byte"]
+)
+def test_text_that_cannot_stay_one_clean_line_is_refused(cli, tmp_path: Path, text: str) -> None:
+    result = cli("new", "demo", "--no-input", "--description", text, "--output-dir", str(tmp_path))
+    assert result.exit_code == 1 and "the description" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_reports_what_it_made_and_what_to_run(cli, tmp_path: Path) -> None:
@@ -149,8 +161,10 @@ def test_git_repository_with_a_first_commit(cli, tmp_path: Path) -> None:
 
 def test_no_git_inside_an_existing_repository(cli, tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    assert cli("new", "demo", "--no-input", "--output-dir", str(tmp_path)).exit_code == 0
+    result = cli("new", "demo", "--no-input", "--output-dir", str(tmp_path))
+    assert result.exit_code == 0
     assert not (tmp_path / "demo" / ".git").exists()
+    assert f"warning: no git repository: {tmp_path} is inside the git repository {tmp_path}" in result.output
 
 
 def test_no_git_flag(cli, tmp_path: Path) -> None:
@@ -220,6 +234,41 @@ def test_prompts_on_a_terminal(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "description": "Spirals, again",
     }
     assert record["tasks"] == ["vision"]
+
+
+def test_each_answer_is_checked_as_it_is_typed(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_module, "_stdin_is_terminal", lambda: True)
+    from click.testing import CliRunner
+
+    # the name, then a bad task name that is asked again, keeping the answers before it
+    answers = "2bad\nGood-Name\npytorch\nclass\nmy_task\ncsv\nAda\nline\n"
+    result = CliRunner().invoke(
+        cli_module.main, ["new", "--no-git", "--output-dir", str(tmp_path)], input=answers
+    )
+    assert result.exit_code == 0, result.output
+    assert "invalid project name '2bad'" in result.output
+    assert "'class': it is a Python keyword" in result.output
+    record = json.loads((tmp_path / "good_name" / ".dlscaffold.json").read_text())
+    assert record["answers"]["framework"] == "pytorch" and record["tasks"] == ["my_task"]
+
+
+def test_new_dot_makes_the_current_directory_the_project(cli, tmp_path: Path) -> None:
+    here = tmp_path / "my-study"
+    here.mkdir()
+    result = cli("new", ".", "--no-input", cwd=here)
+    assert result.exit_code == 0, result.output
+    record = json.loads((here / ".dlscaffold.json").read_text())
+    assert record["answers"]["project_slug"] == "my_study"
+    log = subprocess.run(["git", "log", "--oneline"], cwd=here, capture_output=True, text=True)
+    assert log.stdout.strip() and (here / "experiments" / "task1" / "train.py").is_file()
+    assert not list(tmp_path.glob(".dlscaffold-staging-*")) and not list(here.glob(".dlscaffold-staging-*"))
+    again = cli("new", ".", "--no-input", cwd=here)
+    assert again.exit_code == 1 and "is not empty" in again.output
+
+
+def test_new_without_a_name_and_no_terminal_says_what_is_missing(cli, tmp_path: Path) -> None:
+    result = cli("new", "--no-input", cwd=tmp_path)
+    assert result.exit_code == 2 and "missing the project NAME" in result.output
 
 
 def test_cli_choices_come_from_the_template() -> None:

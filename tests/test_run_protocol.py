@@ -263,3 +263,34 @@ def test_a_two_optimizer_task_with_loader_workers_resumes_exactly_after_sigkill(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming" in resumed.stdout
     assert_same_weights(project, "killed", "reference", task="gan")
+
+
+def test_hostile_files_in_a_run_never_hang_or_traceback(project: Project, tmp_path: Path) -> None:
+    fifo_flag = project.run_dir("fifo-flag")
+    fifo_flag.mkdir(parents=True)
+    os.mkfifo(fifo_flag / "failed.out")
+    skipped = run_python([*TRAIN, "--run_name", "fifo-flag"], cwd=project.root, timeout=120)
+    assert skipped.returncode == 0 and "failed before: see failed.out" in skipped.stdout
+
+    fifo_lock = project.run_dir("fifo-lock")
+    fifo_lock.mkdir(parents=True)
+    os.mkfifo(fifo_lock / "run.lock")  # not a lock anyone holds: taken over
+    trained = run_python([*TRAIN, "--run_name", "fifo-lock", "--epochs", "1"], cwd=project.root, timeout=120)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert project.flags("fifo-lock") == ["finished.out"]
+
+    (tmp_path / "a-file").write_text("not a directory")
+    refused = run_python([*TRAIN, "--results_dir", str(tmp_path / "a-file")], cwd=project.root, timeout=120)
+    assert refused.returncode == 1
+    assert "cannot set up" in refused.stderr and "Not a directory" in refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert (tmp_path / "a-file").read_text() == "not a directory"
+
+
+def test_run_files_follow_the_umask(project: Project) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    files = [path for path in project.run_dir("reference").rglob("*") if path.is_file()]
+    assert len(files) >= 5
+    modes = {path.relative_to(project.root).as_posix(): oct(path.stat().st_mode & 0o777) for path in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes

@@ -1,15 +1,22 @@
 """A sweep submitted to a real (one-node, loopback) SLURM cluster survives preemption.
 
-The tests start the cluster themselves with tests/slurm/start-slurm.sh, which
-installs SLURM from Debian's packages when missing; they need root and apt-get.
+The tests start a private cluster themselves with tests/slurm/start-slurm.sh, which
+installs SLURM from Debian's packages when missing (so they need root, and apt-get
+unless SLURM is installed). It runs from a configuration of its own in a temporary
+directory, with its own munged and free ports, and writes nothing outside it; the tests,
+sbatch, squeue, scancel and the jobs find it through SLURM_CONF. stop-slurm.sh then stops
+what was started and the directory is deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +30,45 @@ SLURM_SCRIPTS = Path(__file__).parent / "slurm"
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now, for the cluster's slurmctld and slurmd (not the system's 6817/6818)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster() -> Iterator[None]:
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("starting a SLURM cluster needs root and apt-get (Debian)")
-    started = subprocess.run(
-        ["bash", str(SLURM_SCRIPTS / "start-slurm.sh")], capture_output=True, text=True, timeout=900
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield
-    subprocess.run(["bash", str(SLURM_SCRIPTS / "stop-slurm.sh")], capture_output=True, text=True)
+    if os.geteuid() != 0:
+        pytest.skip("starting a SLURM cluster needs root (the daemons, apt-get)")
+    # short, under /tmp: munged's socket path in it must stay under 108 bytes
+    base = tempfile.mkdtemp(prefix="dls-slurm-", dir="/tmp")
+    env = {**os.environ, "SLURM_BASE": base}
+    env["SLURMCTLD_PORT"], env["SLURMD_PORT"] = map(str, free_ports(2))
+
+    def script(name: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(SLURM_SCRIPTS / name)], env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    try:
+        started = script("start-slurm.sh", timeout=900)
+        if started.returncode == 3:  # SLURM is missing and there is no apt-get to install it
+            pytest.skip(started.stderr.strip())
+        assert started.returncode == 0, started.stdout + started.stderr
+        # its last line is `export SLURM_CONF=...`; the subprocesses of the tests inherit it
+        name, _, conf = shlex.split(started.stdout.strip().splitlines()[-1])[-1].partition("=")
+        assert name == "SLURM_CONF" and Path(conf).is_file(), started.stdout
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SLURM_CONF", conf)
+            yield
+    finally:
+        script("stop-slurm.sh", timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def squeue(job: str) -> list[str]:

@@ -131,3 +131,64 @@ def test_runs_that_differ_only_by_seed_are_summarised(cli, new_project) -> None:
     table = cli("status", str(root)).output
     assert "differ only by seed" in table
     assert "val_acc=0.9200 ± 0.0200" in table
+
+
+def strict_json(text: str) -> object:
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} in the output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_hostile_run_files_are_reported_and_never_hang(cli, new_project) -> None:
+    root = new_project().root
+    results = root / "experiments" / "task1" / "results"
+    write(
+        results / "nan" / "finished.out",
+        '{"state": "finished", "epoch": 3, "metrics": {"acc": NaN}, "main_metric": "acc"}',
+    )
+    write(
+        results / "huge-int" / "progress.json",
+        {"epoch": 10**400, "metrics": {"acc": 10**400}, "main_metric": "acc"},
+    )
+    write(results / "wrong-types" / "failed.out", '["a list", "not an object"]')
+    write(results / "wrong-types" / "progress.json", {"epoch": "3", "metrics": "acc", "main_metric": ["acc"]})
+    write(results / "fifo" / "hparams.json", "{}")
+    os.mkfifo(results / "fifo" / "progress.json")
+    os.mkfifo(results / "fifo" / "interrupted.out")
+    write(results / "device" / "hparams.json", "{}")
+    (results / "device" / "progress.json").symlink_to("/dev/zero")
+    (results / "dangling").mkdir()
+    (results / "dangling" / "finished.out").symlink_to(results / "nowhere")
+    write(results / "big" / "progress.json", '{"epoch": 1, "pad": "' + "x" * (2 << 20) + '"}')
+    write(results / "bad-locks" / "run.lock", {"pid": 0, "host": socket.gethostname()})
+    write(results / "pid-true" / "run.lock", {"pid": True, "host": socket.gethostname()})
+    write(results / "pid-huge" / "run.lock", {"pid": 10**30, "host": socket.gethostname()})
+    write(
+        results / "reason\x1b[2Jescape" / "failed.out",
+        {"state": "failed", "reason": "line one\nline two\x07"},
+    )
+    (results / os.fsdecode(b"undecodable-\xff")).mkdir()
+
+    table = cli("status", str(root))
+    assert table.exit_code == 0, table.output
+    assert "Traceback" not in table.output and "\x1b" not in table.output and "\x07" not in table.output
+    rows = {line.split()[1]: line for line in table.output.splitlines()[1:] if line.strip()}
+    assert "finished.out is malformed" in rows["dangling"]
+    assert "failed.out is malformed" in rows["wrong-types"]
+    assert "interrupted" in rows["fifo"]
+    assert "undecodable-\ufffd" in rows
+
+    runs = {run["run"]: run for run in strict_json(cli("status", str(root), "--json").output)}
+    assert runs["nan"]["state"] == "finished" and runs["nan"]["reason"] == "finished.out is malformed"
+    assert runs["huge-int"]["epoch"] is None and runs["huge-int"]["metric"] is None
+    assert runs["big"]["epoch"] is None
+    for name in ("bad-locks", "pid-true", "pid-huge"):
+        assert runs[name]["state"] != "running", name
+    assert runs["reason\\x1b[2Jescape"]["reason"] == "line one\\nline two\\x07"
+
+
+def test_unknown_task_is_named(cli, project: Path) -> None:
+    result = cli("status", str(project), "--task", "nosuch")
+    assert result.exit_code == 2
+    assert "no task 'nosuch' (its tasks: other, task1)" in result.output

@@ -7,6 +7,7 @@ imported here: they belong to the generated projects.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +26,22 @@ QUESTIONS = TEMPLATE.questions()
 
 
 class _Group(click.Group):
-    """Turns the errors a user can cause into one clean line and exit code 1, not a traceback."""
+    """Turns the errors a user or the file system can cause into one clean line and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DlscaffoldError as error:
-            raise click.ClickException(str(error)) from error
+            raise click.ClickException(printable(str(error))) from error
+        except OSError as error:  # a read-only directory, a full disk, a file where a directory should be
+            from dlscaffold.files import describe_os_error
+
+            raise click.ClickException(printable(describe_os_error(error))) from error
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on any terminal: undecodable bytes from file names shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +62,7 @@ def _choice(key: str) -> click.Choice[str]:
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--framework", type=_choice("framework"), help="Training framework  [default: lightning]")
 @click.option("--task", "task_name", help="Name of the first task  [default: task1]")
 @click.option("--tracker", type=_choice("tracker"), help="Experiment tracker  [default: tensorboard]")
@@ -69,62 +79,99 @@ def _choice(key: str) -> click.Choice[str]:
 @click.option(
     "--force",
     is_flag=True,
-    help="Add the template's files to an existing directory; files already there are kept.",
+    help="Add the template's files to a directory that is not empty; whatever is there is kept.",
 )
 @click.option("--no-git", is_flag=True, help="Do not initialise a git repository.")
 def new(
-    name: str,
+    name: str | None,
     output_dir: Path,
     no_input: bool,
     force: bool,
     no_git: bool,
     **options: str | None,
 ) -> None:
-    """Create the project NAME in a new directory.
+    """Create the project NAME in the directory NAME (or in the current one: NAME is '.').
 
     NAME may use letters, digits, '-', '_' and spaces; the directory and package
     name is its lowercase form with '_' for '-' and spaces (My-Project -> my_project).
-    Values not given are asked for on a terminal, or take their defaults with
+    With '.', the current directory, empty or with --force, becomes the project
+    and its name is the project's name. Values not given are asked for on a
+    terminal, each checked as it is typed, or take their defaults with
     --no-input. Nothing is written unless everything is valid.
     """
     from dlscaffold.create import create_project
 
-    answers = {"project_name": name}
     interactive = not no_input and _stdin_is_terminal()
+    here = name == "."
+    if here:
+        name = Path.cwd().name
+        if output_dir != Path("."):
+            raise click.UsageError("'new .' makes the current directory the project; drop --output-dir")
+        _check("project_name", name, what=f"the current directory's name {name!r}")
+    if name is None:
+        if not interactive:
+            raise click.UsageError("missing the project NAME (or '.' for the current directory)")
+        name = _ask("project_name")
+    answers = {"project_name": name}
     for key, value in options.items():
         if value is not None:
             answers[key] = value
         elif interactive:
             answers[key] = _ask(key)
-    _report_new(create_project(answers, output_dir, force=force, use_git=not no_git))
+    result = create_project(answers, output_dir, here=here, force=force, use_git=not no_git)
+    _report_new(result, here)
 
 
 def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
+def _check(key: str, value: str, what: str | None = None) -> str:
+    """Apply the rule for ``key`` to one answer; a refusal names what was wrong."""
+    from dlscaffold import names
+
+    rules = {
+        "project_name": lambda: (names.check_project_name(value), names.check_slug(_slug(value))),
+        "task_name": lambda: names.check_task_name(value),
+        "author": lambda: names.check_text(value, "author"),
+        "description": lambda: names.check_text(value, "description"),
+    }
+    try:
+        rules.get(key, lambda: None)()
+    except DlscaffoldError as error:
+        message = str(error) if what is None else f"{what} cannot name a project: {error}"
+        raise click.BadParameter(printable(message)) from error
+    return value
+
+
+def _slug(name: str) -> str:
+    return str(TEMPLATE.context({"project_name": name})["project_slug"])
+
+
 def _ask(key: str) -> str:
+    """Prompt for one answer until it is valid, so a typo never costs the answers before it."""
     default = QUESTIONS[key]
     if isinstance(default, list):
         return str(click.prompt(TEMPLATE.prompt_text(key), type=click.Choice(default), default=default[0]))
-    return str(click.prompt(TEMPLATE.prompt_text(key), default=default))
+    return str(click.prompt(TEMPLATE.prompt_text(key), default=default, value_proc=lambda v: _check(key, v)))
 
 
-def _report_new(result: NewProject) -> None:
+def _report_new(result: NewProject, here: bool) -> None:
     answers = result.answers
     click.echo(
-        f"Created {result.root} ({answers['framework']}, {answers['tracker']}): {len(result.files)} files."
+        f"Created {printable(str(result.root))} ({answers['framework']}, {answers['tracker']}): {len(result.files)} files."
     )
     for path in result.kept:
         click.echo(f"  kept your existing {path} (the template's version was not written)")
     if result.git_initialised:
         click.echo("Initialised a git repository with a first commit.")
     elif result.git_problem:
-        click.echo(f"No git repository: {result.git_problem}")
+        click.echo(printable(f"warning: no git repository: {result.git_problem}"), err=True)
     task = answers["task_name"]
+    cd = "" if here else f"  cd {shlex.quote(printable(str(result.root)))}\n"
     click.echo(
         "\nNext:\n"
-        f"  cd {result.root}\n"
+        f"{cd}"
         "  pip install -r requirements.txt\n"
         f"  python experiments/{task}/train.py --epochs 20\n"
         f"  python experiments/{task}/eval.py\n"
@@ -152,10 +199,10 @@ def add_task(name: str, project_dir: Path | None, dry_run: bool) -> None:
     from dlscaffold.project import find_project
     from dlscaffold.tasks import add_task as add
 
-    project = find_project(project_dir or Path.cwd())
-    result = add(project, name, dry_run=dry_run)
+    project = find_project(project_dir or Path.cwd(), how_to_name="pass --project DIR")
+    result = add(project.root, name, dry_run=dry_run)
     verb = "Would add" if dry_run else "Added"
-    click.echo(f"{verb} task {name!r} to {project.root}:")
+    click.echo(printable(f"{verb} task {name!r} to {project.root}:"))
     for path in result.files:
         click.echo(f"  {path}")
     if not dry_run:
@@ -179,11 +226,15 @@ def status(project_dir: Path | None, task: str | None, as_json: bool) -> None:
     import json
 
     from dlscaffold.project import find_project
-    from dlscaffold.runs import collect_runs, format_table
+    from dlscaffold.runs import collect_runs, format_table, task_names
 
-    project = find_project(project_dir or Path.cwd())
+    project = find_project(project_dir or Path.cwd(), how_to_name="name it: dlscaffold status DIR")
+    tasks = task_names(project.root)
+    if task is not None and task not in tasks:
+        known = ", ".join(tasks) or "none yet"
+        raise click.BadParameter(f"the project has no task {task!r} (its tasks: {known})", param_hint="--task")
     runs = collect_runs(project.root, task)
     if as_json:
-        click.echo(json.dumps([run.to_dict() for run in runs], indent=2))
+        click.echo(json.dumps([run.to_dict() for run in runs], indent=2, allow_nan=False))
     else:
         click.echo(format_table(runs))

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlscaffold import git, names, render
+from dlscaffold import git, names, render, transaction
 from dlscaffold.errors import TargetExistsError
 from dlscaffold.template import Template, bundled_template_dir
 
@@ -21,7 +21,7 @@ class NewProject:
     root: Path
     files: list[Path]
     answers: dict[str, str]  # every answer the project was rendered with, defaults included
-    kept: list[Path] = field(default_factory=list)  # existing files left as they were (--force)
+    kept: list[Path] = field(default_factory=list)  # existing entries left as they were (--force)
     git_problem: str | None = None  # why no first commit was made, if one was wanted
     git_initialised: bool = False
 
@@ -43,48 +43,106 @@ def create_project(
     answers: dict[str, str],
     output_dir: Path,
     *,
+    here: bool = False,
     force: bool = False,
     use_git: bool = True,
     template: Template | None = None,
 ) -> NewProject:
-    """Render the project for ``answers`` into ``output_dir/<project_slug>``.
+    """Render the project for ``answers`` into ``output_dir/<project_slug>``, or into ``output_dir`` itself if ``here``.
 
-    Without ``force`` an existing target is refused. With it, the template's
-    files are added to the existing directory and any file already there is
-    kept as it is: a user's file is never overwritten or deleted.
+    The target may be missing or an empty directory. Without ``force`` any
+    other target is refused; with it, the template's files are added to the
+    existing directory and whatever is already there (a file, a symlink, a
+    directory's worth of files) is kept as it is: a user's entry is never
+    overwritten, replaced or written through.
     """
     template = template or Template(bundled_template_dir())
     context = validate_answers(answers, template)
-    target = output_dir / str(context["project_slug"])
-    if target.exists() and not force:
-        raise TargetExistsError(
-            f"{target} already exists; choose another name or --output-dir, "
-            "or pass --force to add the template's files to it (existing files are kept)"
-        )
-    if target.exists() and not target.is_dir():
-        raise TargetExistsError(f"{target} exists and is not a directory")
+    target = output_dir.absolute() if here else output_dir / str(context["project_slug"])
+    _check_target(target, force)
     files = template.plan(context)
     paths = [file.local_path for file in files]
-    want_git = use_git and not (output_dir.exists() and git.inside_repository(output_dir))
-    with render.staging_dir(output_dir) as staging:
-        project = staging / "project"
-        render.write(files, context, project)
-        if target.exists():
-            kept = _merge(project, target, paths)
-            want_git = want_git and not (target / ".git").exists()
-        else:
-            os.rename(project, target)
-            kept = []
-    answers = {key: str(context[key]) for key in template.questions()}
-    result = NewProject(root=target, files=paths, answers=answers, kept=kept)
-    if want_git:
-        result.git_problem = git.init_with_first_commit(target, FIRST_COMMIT_MESSAGE)
-        result.git_initialised = result.git_problem is None
+    parent = target.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    repository = git.repository_of(parent)
+    result = NewProject(
+        root=target, files=paths, answers={key: str(context[key]) for key in template.questions()}
+    )
+    if use_git and repository is not None:
+        result.git_problem = (
+            f"{parent} is inside the git repository {repository}, so no repository of "
+            "its own was made (its runs will record that repository's commits); use --output-dir "
+            "elsewhere for one"
+        )
+    want_git = use_git and repository is None
+    if not target.exists():
+        with transaction.locked(parent):  # two `new` commands for one name: one wins, one is refused
+            transaction.recover(parent)
+            _check_target(target, force)
+            if not target.exists():
+                with transaction.staging_dir(parent) as staging:
+                    render.write(files, context, staging / "project")
+                    if want_git:
+                        _first_commit(staging / "project", result)
+                    os.rename(staging / "project", target)  # the whole project appears at once
+                return result
+    with transaction.locked(target):
+        transaction.recover(target)
+        _check_target(target, force)
+        empty = not _entries(target)
+        with transaction.staging_dir(target) as staging:
+            render.write(files, context, staging)
+            if want_git and empty:
+                _first_commit(staging, result)  # moved in with the files: no half repository
+                paths = [*paths, Path(".git")]
+            result.kept = _merge(staging, target, paths)
+        if want_git and not empty and not os.path.lexists(target / ".git"):
+            _first_commit(target, result)  # the user's files are in the first commit too
     return result
 
 
+def _check_target(target: Path, force: bool) -> None:
+    if target.is_symlink() and not target.exists():
+        raise TargetExistsError(f"{target} is a dangling symlink; remove it or choose another name")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise TargetExistsError(f"{target} exists and is not a directory; choose another name or --output-dir")
+    if _entries(target) and not force:
+        raise TargetExistsError(
+            f"{target} already exists and is not empty; choose another name or --output-dir, "
+            "or pass --force to add the template's files to it (existing files are kept)"
+        )
+
+
+def _entries(directory: Path) -> list[Path]:
+    """What a directory holds, apart from staging directories left by a killed command."""
+    return [path for path in directory.iterdir() if not path.name.startswith(transaction.STAGING_PREFIX)]
+
+
+def _first_commit(root: Path, result: NewProject) -> None:
+    result.git_problem = git.init_with_first_commit(root, FIRST_COMMIT_MESSAGE)
+    result.git_initialised = result.git_problem is None
+
+
 def _merge(staging: Path, target: Path, files: list[Path]) -> list[Path]:
-    """Move rendered files into an existing project directory, keeping whatever is there."""
-    kept = [path for path in files if (target / path).exists()]
-    render.move_into(staging, target, [path for path in files if path not in kept])
-    return [path for path in kept if not filecmp.cmp(staging / path, target / path, shallow=False)]
+    """Move rendered files into an existing directory, keeping whatever is in their way."""
+    blocked = {path: _in_the_way(target, path) for path in files}
+    transaction.move_into(staging, target, [path for path in files if blocked[path] is None])
+    transaction.done(staging)
+    kept = set()
+    for path, entry in blocked.items():
+        same = entry == path and (target / path).is_file() and filecmp.cmp(staging / path, target / path, False)
+        if entry is not None and not same:
+            kept.add(entry)
+    return sorted(kept)
+
+
+def _in_the_way(target: Path, path: Path) -> Path | None:
+    """The user's entry that keeps ``path`` from being written: the file itself, or a parent of it
+    that is a file or a symlink (writing through a symlink would write outside the project)."""
+    for parent in reversed(path.parents[:-1]):  # experiments, experiments/task1, ...
+        entry = target / parent
+        if os.path.lexists(entry) and (entry.is_symlink() or not entry.is_dir()):
+            return parent
+    return path if os.path.lexists(target / path) else None

@@ -25,3 +25,7 @@ class NotAProjectError(DlscaffoldError):
 
 class TemplateError(DlscaffoldError):
     """The template itself is broken or missing."""
+
+
+class BusyError(DlscaffoldError):
+    """Another dlscaffold command holds the lock on the directory for too long."""

@@ -13,10 +13,12 @@ from pathlib import Path
 FALLBACK_IDENTITY = ["-c", "user.name=dlscaffold", "-c", "user.email=dlscaffold@localhost"]
 
 
-def inside_repository(path: Path) -> bool:
-    """Whether ``path`` (an existing directory) already belongs to a git work tree."""
-    result = _git(path, "rev-parse", "--is-inside-work-tree")
-    return result is not None and result.returncode == 0 and result.stdout.strip() == "true"
+def repository_of(path: Path) -> str | None:
+    """The top directory of the git work tree ``path`` (an existing directory) belongs to, if any."""
+    result = _git(path, "rev-parse", "--show-toplevel")
+    if result is None or result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
 def init_with_first_commit(root: Path, message: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import unicodedata
 
 from dlscaffold.errors import InvalidValueError
 
@@ -57,11 +58,20 @@ def check_task_name(name: str) -> None:
 
 
 def check_text(value: str, what: str) -> None:
-    """Free text may say anything, on one line, within reason."""
+    """Free text may say anything printable, in any script, on one line, within reason.
+
+    Refused: control characters and line separators (the text must stay one
+    line in TOML, JSON and Python), and lone surrogates, which is how Python
+    hands over bytes from the command line that are not valid UTF-8.
+    """
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidValueError(f"the {what} is longer than {MAX_TEXT_LENGTH} characters")
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        raise InvalidValueError(f"the {what} contains a control character (newline, tab, ...)")
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise InvalidValueError(f"the {what} is not valid UTF-8 text")
+        if category in ("Cc", "Zl", "Zp"):
+            raise InvalidValueError(f"the {what} contains a control character or line break ({char!r})")
 
 
 def _check_identifier(name: str, what: str) -> None:

@@ -2,17 +2,19 @@
 
 The template writes it (so plain cookiecutter projects have one too); dlscaffold
 reads it to find the project root and to render new tasks with the answers the
-project was generated with, and appends each task it adds.
+project was generated with, and appends each task it adds. A record someone
+edited by hand is checked like any other input: a malformed one is reported,
+never half-trusted.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlscaffold import files
 from dlscaffold.errors import NotAProjectError
 
 RECORD_NAME = ".dlscaffold.json"
@@ -25,39 +27,56 @@ class ProjectRecord:
 
     @property
     def answers(self) -> dict[str, str]:
-        return dict(self.data.get("answers", {}))
+        return dict(self.data["answers"])
 
     @property
     def tasks(self) -> list[str]:
         return list(self.data.get("tasks", []))
 
     def add_task(self, task: str) -> None:
-        """Append ``task`` and rewrite the record atomically."""
+        """Append ``task`` and rewrite the record atomically (call it holding the project's lock)."""
         self.data["tasks"] = [*self.tasks, task]
-        path = self.root / RECORD_NAME
-        draft = path.with_name(f".{RECORD_NAME}.tmp")
-        draft.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
-        os.replace(draft, path)
+        text = json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
+        files.write_text_atomic(self.root / RECORD_NAME, text)
 
 
-def find_project(start: Path) -> ProjectRecord:
-    """The project containing ``start``: the nearest ancestor holding a record."""
+def find_project(start: Path, how_to_name: str) -> ProjectRecord:
+    """The project containing ``start``: the nearest ancestor holding a record.
+
+    ``how_to_name`` tells the user how this command takes a project directory.
+    """
     start = start.resolve()
     for directory in (start, *start.parents):
-        if (directory / RECORD_NAME).is_file():
+        if (directory / RECORD_NAME).exists():
             return read_project(directory)
     raise NotAProjectError(
         f"{start} is not inside a dlscaffold project (no {RECORD_NAME} here or above); "
-        "run this inside a project made by `dlscaffold new`, or pass --project DIR"
+        f"run this inside a project made by `dlscaffold new`, or {how_to_name}"
     )
 
 
 def read_project(root: Path) -> ProjectRecord:
+    """Read and check the record of the project at ``root``."""
     path = root / RECORD_NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise NotAProjectError(f"cannot read the project record {path}: {error}") from error
-    if not isinstance(data, dict) or not isinstance(data.get("answers"), dict):
-        raise NotAProjectError(f"{path} is not a dlscaffold project record")
+        data = files.read_json(path)
+    except files.UnreadableFile as error:
+        raise NotAProjectError(f"cannot read the project record: {error}") from error
+    problem = _problem(data)
+    if problem:
+        raise NotAProjectError(f"the project record {path} is malformed: {problem}; restore it from git")
     return ProjectRecord(root=root, data=data)
+
+
+def _problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "it is not a JSON object"
+    answers = data.get("answers")
+    if not isinstance(answers, dict) or not all(isinstance(value, str) for value in answers.values()):
+        return "'answers' is not an object of strings"
+    tasks = data.get("tasks", [])
+    if not isinstance(tasks, list) or not all(isinstance(task, str) for task in tasks):
+        return "'tasks' is not a list of names"
+    if len(set(tasks)) != len(tasks):
+        return "'tasks' names a task twice"
+    return None

@@ -3,8 +3,8 @@
 It reproduces what cookiecutter does to a tree (paths and file contents are
 Jinja templates, binary files and ``_copy_without_render`` globs are copied,
 file modes are kept) with jinja2 alone, which is several times faster than
-importing cookiecutter. Nothing reaches its destination until the whole tree
-has rendered: see :func:`staging_dir`.
+importing cookiecutter. It writes into a staging directory; moving the result
+into place is :mod:`dlscaffold.transaction`'s job.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -126,42 +124,3 @@ def write(files: list[RenderedFile], context: dict[str, Any], destination: Path)
 
 def _matches(path: PurePosixPath, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(str(path), pattern) for pattern in patterns)
-
-
-@contextmanager
-def staging_dir(beside: Path) -> Iterator[Path]:
-    """A scratch directory on the destination's file system, removed whatever happens.
-
-    Rendering into it first means a failure half-way leaves nothing behind, and
-    moving its content into place is a rename, not a copy.
-    """
-    beside.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=".dlscaffold-staging-", dir=beside))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def move_into(staging: Path, destination: Path, paths: list[Path]) -> None:
-    """Move rendered files from ``staging`` into ``destination``: all of them, or none.
-
-    Each move is a rename on one file system; should one still fail, the files
-    already moved and the directories made for them are taken back out.
-    """
-    moved: list[Path] = []
-    made: list[Path] = []
-    try:
-        for path in paths:
-            for parent in reversed((destination / path).parents):
-                if not parent.exists():
-                    parent.mkdir()
-                    made.append(parent)
-            os.rename(staging / path, destination / path)
-            moved.append(path)
-    except BaseException:
-        for path in moved:
-            os.rename(destination / path, staging / path)
-        for directory in reversed(made):
-            directory.rmdir()
-        raise

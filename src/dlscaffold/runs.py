@@ -4,13 +4,13 @@ A generated project writes, per run, at most one flag file (``finished.out``,
 ``interrupted.out``, ``failed.out``), a ``run.lock`` while a process trains it
 and ``progress.json`` after each epoch. This module reads those files and
 nothing else: it never imports the project or torch, and a half-written or
-malformed file is reported, not fatal.
+malformed file (wrong type, huge, a FIFO, NaN) is reported, never fatal; names
+and reasons are made printable, so a hostile file cannot garble the terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from dlscaffold import files
 
 FLAGS = {"finished.out": "finished", "interrupted.out": "interrupted", "failed.out": "failed"}
 LOCK = "run.lock"
@@ -59,12 +61,17 @@ class SeedGroup:
     std: float | None
 
 
+def task_names(project_root: Path) -> list[str]:
+    """The tasks with a directory under ``experiments/``."""
+    return sorted(_printable(path.name) for path in _subdirs(project_root / "experiments"))
+
+
 def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]:
     """Every run directory under ``experiments/*/results/``, sorted by task and run."""
     experiments = project_root / "experiments"
     runs = []
     for task_dir in sorted(_subdirs(experiments)):
-        if task is not None and task_dir.name != task:
+        if task is not None and _printable(task_dir.name) != task:
             continue
         for run_dir in sorted(_subdirs(task_dir / "results")):
             runs.append(read_run(task_dir.name, run_dir))
@@ -110,13 +117,15 @@ def _subdirs(path: Path) -> list[Path]:
 
 def read_run(task: str, run_dir: Path) -> RunStatus:
     """The state of one run directory, whatever condition its files are in."""
-    status = RunStatus(task=task, run=run_dir.name, state="incomplete", path=str(run_dir))
-    flag_name = next((name for name in FLAGS if (run_dir / name).exists()), None)
+    status = RunStatus(
+        task=_printable(task), run=_printable(run_dir.name), state="incomplete", path=_printable(str(run_dir))
+    )
+    flag_name = next((name for name in FLAGS if os.path.lexists(run_dir / name)), None)
     flag = _read_json(run_dir / flag_name) if flag_name else None
     progress = _read_json(run_dir / PROGRESS)
     if flag_name:
         status.state = FLAGS[flag_name]
-        if flag is None:
+        if not isinstance(flag, dict):
             status.reason = f"{flag_name} is malformed"
         elif status.state != "finished":
             status.reason = _text(flag.get("reason"))
@@ -137,8 +146,10 @@ def _lock_state(lock: Path) -> tuple[str, str | None]:
     owner = _read_json(lock)
     if not isinstance(owner, dict):
         return "running", "lock being written"
-    pid, host = owner.get("pid"), owner.get("host")
-    if host != socket.gethostname() or not isinstance(pid, int):
+    pid, host = _int(owner.get("pid"), None), _text(owner.get("host"))
+    if pid is None or pid <= 0 or host is None:
+        return "incomplete", f"{LOCK} is malformed"
+    if host != socket.gethostname():
         return "running", f"pid {pid} on {host}"
     if _pid_alive(pid):
         return "running", None
@@ -148,7 +159,7 @@ def _lock_state(lock: Path) -> tuple[str, str | None]:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -160,9 +171,9 @@ def _take_metric(status: RunStatus, source: dict[str, Any]) -> None:
     name = source.get("main_metric") or status.metric_name
     if not isinstance(metrics, dict) or not isinstance(name, str):
         return
-    value = metrics.get(name)
-    if isinstance(value, (int, float)):
-        status.metric_name, status.metric = name, float(value)
+    value = files.finite_number(metrics.get(name))
+    if value is not None:
+        status.metric_name, status.metric = _printable(name), value
 
 
 def _last_update(run_dir: Path, flag_name: str | None) -> str | None:
@@ -181,17 +192,30 @@ def _last_update(run_dir: Path, flag_name: str | None) -> str | None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return files.read_json(path)
+    except files.UnreadableFile:
         return None
 
 
 def _int(value: Any, fallback: int | None) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else fallback
+    """A count as the protocol writes it: an int (not a bool) that fits in 64 bits."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+        return value
+    return fallback
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return _printable(value) if isinstance(value, str) else None
+
+
+MAX_SHOWN = 200
+
+
+def _printable(text: str) -> str:
+    """One line of plain text: undecodable bytes as U+FFFD, control characters escaped, long text cut."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
 def format_table(runs: list[RunStatus]) -> str:

@@ -8,12 +8,15 @@ name, so a task added later is the first task under another name.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from dlscaffold import names, render
+from dlscaffold import names, render, transaction
 from dlscaffold.errors import NotAProjectError, TargetExistsError
-from dlscaffold.project import ProjectRecord
+from dlscaffold.project import ProjectRecord, read_project
+from dlscaffold.render import RenderedFile
 from dlscaffold.template import TASK_VARIABLE, Template, bundled_template_dir
 
 
@@ -31,27 +34,60 @@ def is_task_file(template_path: PurePosixPath) -> bool:
 
 
 def add_task(
-    project: ProjectRecord, task: str, *, dry_run: bool = False, template: Template | None = None
+    project_root: Path, task: str, *, dry_run: bool = False, template: Template | None = None
 ) -> NewTask:
-    """Render ``task`` into ``project``; refuse, changing nothing, if anything is in the way."""
+    """Render ``task`` into the project at ``project_root``; refuse, changing nothing, if anything is in the way.
+
+    The project's lock is held throughout and the record is read under it, so
+    two add-task commands at once both land, one after the other, and the
+    record always lists exactly the tasks on disk.
+    """
     names.check_task_name(task)
+    template = template or Template(bundled_template_dir())
+    with transaction.locked(project_root):
+        if not dry_run:
+            transaction.recover(project_root, committed=lambda journal: _recorded(project_root, journal))
+        project = read_project(project_root)
+        files, context = _plan(project, task, template)
+        paths = [file.local_path for file in files]
+        if not dry_run:
+            with transaction.staging_dir(project_root) as staging:
+                render.write(files, context, staging)
+                transaction.move_into(staging, project_root, paths, task=task)
+                project.add_task(task)  # the commit point: from here on a kill keeps the task
+                transaction.done(staging)
+    return NewTask(name=task, project=project, files=paths)
+
+
+def _plan(project: ProjectRecord, task: str, template: Template) -> tuple[list[RenderedFile], dict[str, Any]]:
     if task in project.tasks:
         raise TargetExistsError(f"the project already has a task named {task!r}")
-    template = template or Template(bundled_template_dir())
     answers = {key: value for key, value in project.answers.items() if key in template.questions()}
     if "framework" not in answers:
-        raise NotAProjectError(f"the project record {project.root} does not say which framework it uses")
+        raise NotAProjectError(f"the project record in {project.root} does not say which framework it uses")
     context = template.context({**answers, "task_name": task})
     files = template.plan(context, include=is_task_file)
-    paths = [file.local_path for file in files]
-    clashes = [path for path in paths if (project.root / path).exists()]
+    clashes = [file.local_path for file in files if os.path.lexists(project.root / file.local_path)]
+    clashes += _blocked_directories(project.root, [file.local_path for file in files])
     if clashes:
-        raise TargetExistsError(
-            f"task {task!r} would overwrite {', '.join(map(str, clashes))}; choose another name"
-        )
-    if not dry_run:
-        with render.staging_dir(project.root) as staging:
-            render.write(files, context, staging)
-            render.move_into(staging, project.root, paths)
-        project.add_task(task)
-    return NewTask(name=task, project=project, files=paths)
+        shown = ", ".join(sorted({str(path) for path in clashes}))
+        raise TargetExistsError(f"task {task!r} would overwrite {shown}; move them away or choose another name")
+    return files, context
+
+
+def _blocked_directories(root: Path, paths: list[Path]) -> list[Path]:
+    """Parents of new files that exist but are files or symlinks: writing there would fail or leave the project."""
+    parents = {parent for path in paths for parent in path.parents[:-1]}
+    return [
+        parent
+        for parent in parents
+        if os.path.lexists(root / parent) and ((root / parent).is_symlink() or not (root / parent).is_dir())
+    ]
+
+
+def _recorded(project_root: Path, journal: dict[str, Any]) -> bool:
+    """Whether the add-task that wrote ``journal`` got as far as recording its task."""
+    try:
+        return journal.get("task") in read_project(project_root).tasks
+    except NotAProjectError:
+        return False

@@ -28,6 +28,12 @@ def load_rules():
     return module
 
 
+def whole_characters(text):
+    """``tojson`` spells a character beyond the BMP (an emoji) as a surrogate pair, which a
+    Python literal keeps as two code points: join them into the one character they are."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16")
+
+
 def main() -> int:
     rules = load_rules()
     if rules is None:
@@ -40,7 +46,7 @@ def main() -> int:
     checks += [(lambda value, what=key: rules.check_text(value, what), ANSWERS[key]) for key in ("author", "description")]
     for check, value in checks:
         try:
-            check(value)
+            check(whole_characters(value))
         except ValueError as error:
             print(f"ERROR: {error}", file=sys.stderr)
             return 1

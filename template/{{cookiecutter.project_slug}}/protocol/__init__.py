@@ -11,6 +11,7 @@ read runs without it.
     cluster.py   ranks, stop signals, SLURM
     manifest.py  how to reproduce a run
     options.py   the run-control options of train.py, and argparse checks
+    grid.py      the input of scripts/sweep.py: --grid options and sweep files, checked
     launch.py    skip, resume or start a run, and record how it ended
 {%- if cookiecutter.framework == 'pytorch' %}
     state.py     what a training loop saves and restores (torch)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,17 +63,52 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    """Atomically write ``data`` as indented, strict JSON (a NaN or infinite number becomes null)."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # "NaN" is not JSON: strict readers (jq, browsers, dlscaffold) refuse the file
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+MAX_READ_BYTES = 64 << 20  # a manifest with a large git diff is a few MB; nothing we write is larger
+
+
 def read_json(path: Path) -> Any:
-    """Read a JSON file, or ``None`` if it is missing, unreadable or half-written."""
+    """Read a JSON file, or ``None`` if it is missing, half-written or not a run's file at all.
+
+    Never hangs or runs away: a FIFO, a device or a huge file is refused on its
+    type and size before any read; NaN and Infinity, which no strict JSON reader
+    accepts, count as malformed.
+    """
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of blocking
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_READ_BYTES:
+            return None
+        try:
+            return json.loads(handle.read(MAX_READ_BYTES), parse_constant=_not_a_number)
+        except (OSError, ValueError, RecursionError):
+            return None
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a file-system error: which path, and what went wrong."""
+    return f"{error.filename}: {error.strerror}" if error.filename else str(error)
 
 
 def now() -> str:

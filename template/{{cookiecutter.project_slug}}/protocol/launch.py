@@ -24,7 +24,7 @@ from protocol.cluster import (
     restore_handlers,
     signal_exit_code,
 )
-from protocol.files import read_json, write_json
+from protocol.files import describe_os_error, read_json, write_json
 from protocol.lock import acquire_lock, live_owner, release_lock
 from protocol.manifest import update_manifest
 from protocol.naming import run_name
@@ -65,7 +65,11 @@ def launch(
         args=args,
         hparams={key: getattr(args, key) for key in hparams},
     )
-    decision = claim(run) if is_rank_zero() else None
+    try:
+        decision = claim(run) if is_rank_zero() else None
+    except OSError as error:  # results/ read-only, a file where a directory should be, a full disk
+        print(f"[{run.name}] cannot set up {run.dir}: {describe_os_error(error)}", file=sys.stderr)
+        decision = EXIT_FAILED
     decision = share_from_rank_zero(decision)
     if decision is None:  # a process Lightning started itself, after rank 0 claimed the run
         decision = "resume" if any(run.checkpoints.glob("last.*")) else "start"
@@ -129,6 +133,15 @@ def _train_on_other_rank(run: Run, train: Train) -> int:
 
 
 def _train_and_record(run: Run, train: Train) -> int:
+    try:
+        return _train_and_record_unguarded(run, train)
+    except OSError as error:  # the disk filled up, or the directory vanished, while writing a flag
+        print(f"[{run.name}] cannot write its record: {describe_os_error(error)}", file=sys.stderr)
+        print("  fix that, then relaunch: the run resumes from its last checkpoint.", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _train_and_record_unguarded(run: Run, train: Train) -> int:
     clear_flags(run.dir)
     write_json(run.dir / "hparams.json", run.hparams)
     manifest = update_manifest(run, "resume" if run.resuming else "start")
@@ -170,6 +183,9 @@ def _record_failure(run: Run, manifest: dict[str, Any], error: BaseException) ->
         **progress_summary(run.dir),
     )
     update_manifest(run, "failed", manifest, reason=reason)
-    print(f"[{run.name}] failed: {reason}", file=sys.stderr)
-    print("".join(lines), file=sys.stderr)
+    if isinstance(error, OSError):  # the file system's doing, not a bug: one line says it all
+        print(f"[{run.name}] failed: {describe_os_error(error)}", file=sys.stderr)
+    else:
+        print(f"[{run.name}] failed: {reason}", file=sys.stderr)
+        print("".join(lines), file=sys.stderr)
     return EXIT_FAILED

@@ -15,20 +15,24 @@ from protocol.naming import MAX_RUN_NAME
 MAX_SEED = 2**32 - 1  # NumPy's legacy seeding accepts no more
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` keeps the script's docstring as written and shows every option's default."""
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, task_dir: Path) -> None:
     """The options that control a run without changing what it computes."""
     group = parser.add_argument_group("run control (does not change the run's name)")
     group.add_argument(
         "--run_name",
         type=run_name_argument,
-        help="name of the run directory (default: derived from the hyperparameters "
-        "that differ from their defaults, and the seed)",
+        help="name of the run directory, instead of one derived from the hyperparameters "
+        "that differ from their defaults and the seed",
     )
     group.add_argument(
         "--results_dir",
         type=Path,
         default=task_dir / "results",
-        help="where run directories go (default: %(default)s)",
+        help="where run directories go",
     )
     group.add_argument(
         "--force",
@@ -48,9 +52,10 @@ def run_name_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a run name: it must not be empty or start with '.'"
         )
-    if "/" in text or "\\" in text or any(ord(char) < 32 or ord(char) == 127 for char in text):
+    if "/" in text or "\\" in text or not text.isprintable():
+        # isprintable also refuses the undecodable bytes Python passes on from the command line
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a run name: no path separators or control characters"
+            f"{text!r} is not a run name: no path separators, control or undecodable characters"
         )
     if len(text) > MAX_RUN_NAME:
         raise argparse.ArgumentTypeError(f"a run name has at most {MAX_RUN_NAME} characters")

@@ -11,7 +11,13 @@ Each point of the grid is one ``train.py`` command and one run directory.
 Finished runs are skipped, interrupted ones resume, failed ones are reported
 (``--retry_failed`` runs them again); one failing run does not stop the others.
 The exit code is 0 when every run of the sweep has finished.
+
 A sweep file is JSON: ``{"grid": {"seed": [0, 1]}, "args": ["--epochs", "2"]}``.
+Grid values are strings or finite numbers (not true/false: write the text
+train.py expects), each one value as written (``"01"`` stays ``01``); a
+``--grid`` on the command line replaces the file's values for that name.
+Every point is checked by train.py's own options before anything runs: a typo
+anywhere in the grid stops the sweep with exit code 2, not mid-way.
 
 With ``--slurm`` the runs still to do become one SLURM job array, one task per
 run; its script is kept in ``experiments/<task>/slurm/`` to inspect or resubmit. SLURM
@@ -22,8 +28,11 @@ checkpoints, writes interrupted.out and requeues its own task, which resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
-import json
+import math
+import re
 import shlex
 import subprocess
 import sys
@@ -31,13 +40,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from protocol.files import load_experiment_script, read_json
+from protocol.grid import SweepError, build_grid, one_line
 from protocol.naming import run_name
+from protocol.options import non_negative_int, positive_int
 from protocol.rundir import flag_state
+
+MAX_POINTS = 10_000  # more runs than a sweep launches on purpose: a grid that big is a typo
+MAX_WARNING_SECONDS = 65_535  # the most SLURM's --signal accepts
+
+# Patterns are matched whole (fullmatch), with [0-9] rather than \d, which also matches other
+# scripts' digits. What they accept can never end an #SBATCH line or start a command.
+TASK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # one directory under experiments/
+SLURM_TIME = re.compile(r"([0-9]+-)?[0-9]+(:[0-9]+){0,2}")  # M, M:S, H:M:S, D-H, D-H:M, D-H:M:S
+PARTITION = re.compile(r"[A-Za-z0-9_.,-]+")
+MEMORY = re.compile(r"[0-9]+[KMGT]?")
 
 
 @dataclass
@@ -61,60 +83,121 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=V1,V2",
-        help="a hyperparameter and its values; repeat for a product grid",
+        help="a hyperparameter and its distinct values; repeat for a product grid; "
+        "replaces that name's values in --sweep_file",
     )
     parser.add_argument("--sweep_file", type=Path, help="JSON file with 'grid' and 'args'")
-    parser.add_argument("--workers", type=int, default=1, help="runs trained at once (default: 1)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="runs trained at once (default: 1)")
     parser.add_argument("--retry_failed", action="store_true", help="run failed runs again")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     slurm = parser.add_argument_group("SLURM (with --slurm: submit a job array instead of running here)")
     slurm.add_argument("--slurm", action="store_true", help="submit the runs as a SLURM job array")
-    slurm.add_argument("--partition", help="partition to submit to (default: the cluster's)")
-    slurm.add_argument("--time", default="1:00:00", help="time limit of each run (default: %(default)s)")
-    slurm.add_argument("--gpus_per_task", type=int, default=0, help="GPUs for each run")
-    slurm.add_argument("--cpus_per_task", type=int, default=1, help="CPUs for each run")
-    slurm.add_argument("--mem", help="memory for each run, e.g. 16G")
+    slurm.add_argument("--partition", type=partition, help="partition to submit to (default: the cluster's)")
+    slurm.add_argument(
+        "--time", type=slurm_time, default="1:00:00", help="time limit of each run (default: %(default)s)"
+    )
+    slurm.add_argument("--gpus_per_task", type=non_negative_int, default=0, help="GPUs for each run")
+    slurm.add_argument("--cpus_per_task", type=positive_int, default=1, help="CPUs for each run")
+    slurm.add_argument("--mem", type=memory, help="memory for each run, e.g. 16G")
     slurm.add_argument(
         "--warning_seconds",
-        type=int,
+        type=warning_seconds,
         default=120,
         help="send SIGUSR1 this long before the time limit, to checkpoint and requeue (default: 120)",
     )
     return parser
 
 
-def parse_grid(specs: list[str], sweep_file: Path | None) -> tuple[dict[str, list[str]], list[str]]:
-    grid: dict[str, list[str]] = {}
-    extra: list[str] = []
-    if sweep_file is not None:
-        content = json.loads(sweep_file.read_text())
-        for key, values in content.get("grid", {}).items():
-            grid[key] = [str(value) for value in values]
-        extra = [str(arg) for arg in content.get("args", [])]
-    for spec in specs:
-        name, separator, values = spec.partition("=")
-        if not separator or not name or not values:
-            raise SystemExit(f"--grid expects NAME=V1,V2,..., not {spec!r}")
-        grid[name] = values.split(",")
-    return grid, extra
+def slurm_time(text: str) -> str:
+    if not SLURM_TIME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SLURM time: use e.g. 30, 4:00:00 or 2-12:00:00")
+    return text
+
+
+def partition(text: str) -> str:
+    if not PARTITION.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a partition name: letters, digits, '_.,-'")
+    return text
+
+
+def memory(text: str) -> str:
+    if not MEMORY.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SLURM memory size: use e.g. 16G or 4000M")
+    return text
+
+
+def warning_seconds(text: str) -> int:
+    value = non_negative_int(text)
+    if value > MAX_WARNING_SECONDS:
+        raise argparse.ArgumentTypeError(f"SLURM signals at most {MAX_WARNING_SECONDS} s ahead, not {value}")
+    return value
 
 
 def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Point]:
-    """Every combination of the grid, named exactly as train.py will name it."""
+    """Every combination of the grid, checked by train.py's own options and named as train.py will.
+
+    All points are checked here, before any run starts or any file is written: a typo in the
+    last value of a grid must not surface after the first runs have trained.
+    """
+    if not TASK.fullmatch(task):
+        raise SweepError(f"no task {task!r}: a task is a directory name under experiments/")
+    count = math.prod(len(values) for values in grid.values())
+    if count > MAX_POINTS:
+        raise SweepError(f"the grid has {count} points; a sweep runs at most {MAX_POINTS}")
     try:
         train = load_experiment_script(task, "train")
     except FileNotFoundError as error:
-        raise SystemExit(str(error)) from error
+        raise SweepError(str(error)) from None
     parser = train.build_parser()
     points = []
+    labels: dict[Path, str] = {}  # run directory -> the point that trains it
     for values in itertools.product(*grid.values()):
-        args = [*extra]
-        for name, value in zip(grid, values):
-            args += [f"--{name}", value]
-        parsed = parser.parse_args(args)
+        point_args = [arg for name, value in zip(grid, values) for arg in (f"--{name}", value)]
+        label = f"point {shlex.join(point_args)}" if point_args else "the sweep"
+        parsed = parse_point(parser, [*extra, *point_args], label)
+        for name in grid:
+            if name not in vars(parsed):  # argparse took an abbreviation: say it in full
+                raise SweepError(f"--grid {name}: train.py has no option --{name} (write its full name)")
         name = run_name(parsed, parser, train.HPARAMS)
-        points.append(Point(args=args, name=name, run_dir=parsed.results_dir / name))
+        # train.py runs from the project root, so a relative --results_dir is relative to it
+        run_dir = PROJECT_ROOT / parsed.results_dir / name
+        if run_dir in labels:
+            raise SweepError(
+                f"{labels[run_dir]} and {label} are the same run, {name}: only train.py's HPARAMS "
+                "and the seed name a run (and --run_name has no place in a sweep)"
+            )
+        labels[run_dir] = label
+        points.append(Point(args=[*extra, *point_args], name=name, run_dir=run_dir))
     return points
+
+
+def parse_point(parser: argparse.ArgumentParser, args: list[str], label: str) -> argparse.Namespace:
+    """train.py's parsing of one point, its complaint (usage, then "error: ...") turned into one line."""
+    complaint = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(complaint):
+            return parser.parse_args(args)
+    except SystemExit as stop:
+        if not stop.code:  # --help among the arguments: train.py printed it
+            raise
+        text = complaint.getvalue().strip()
+        message = text.partition(": error: ")[2] or text
+        raise SweepError(f"{label}: train.py refuses it: {message}") from None
+
+
+def check_sbatch_path(path: Path) -> None:
+    """sbatch reads #SBATCH lines with rules of its own (spaces split them, quotes and '\\' escape,
+    '%' is a file-name pattern): a path holding one of those, or a control character, is refused."""
+    text = str(path)
+    if any(char.isspace() or not char.isprintable() or char in "\"'\\#%" for char in text):
+        raise SweepError(
+            f"--slurm: {text!r} holds a space, quote, '\\', '#', '%' or control character, "
+            "which an #SBATCH line cannot carry; move the project"
+        )
+
+
+def slurm_dir(task: str) -> Path:
+    return PROJECT_ROOT / "experiments" / task / "slurm"
 
 
 def command(task: str, point: Point) -> list[str]:
@@ -124,16 +207,28 @@ def command(task: str, point: Point) -> list[str]:
 def run_point(task: str, point: Point, retry_failed: bool) -> int:
     """Train one point, its output going to ``<run>/stdout.log``."""
     args = [*command(task, point), *(["--retry_failed"] if retry_failed else [])]
-    point.run_dir.mkdir(parents=True, exist_ok=True)
-    with (point.run_dir / "stdout.log").open("a") as log:
-        return subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    try:
+        point.run_dir.mkdir(parents=True, exist_ok=True)
+        with (point.run_dir / "stdout.log").open("a") as log:
+            return subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    except OSError as error:  # the run directory is a file, or not writable: the other runs go on
+        print(f"could not launch {point.name}: {one_line(str(error))}", file=sys.stderr)
+        return 1
+
+
+def run_state(run_dir: Path) -> str | None:
+    """The run's flag; a directory we may not look into counts as not started (launching it says why)."""
+    try:
+        return flag_state(run_dir)
+    except OSError:
+        return None
 
 
 def to_run(points: list[Point], retry_failed: bool) -> list[Point]:
     """The points that still need training, saying why the others are left alone."""
     pending = []
     for point in points:
-        state = flag_state(point.run_dir)
+        state = run_state(point.run_dir)
         if state == "finished" or (state == "failed" and not retry_failed):
             print(f"skip   {point.name} ({state})")
         else:
@@ -144,7 +239,11 @@ def to_run(points: list[Point], retry_failed: bool) -> list[Point]:
 
 def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -> str:
     """An sbatch script whose array task i runs point i, replacing the shell (exec) so that
-    SLURM's warning signal reaches the training process itself."""
+    SLURM's warning signal reaches the training process itself.
+
+    Every value on an #SBATCH line was checked by a pattern (build_parser, check_sbatch_path);
+    every argument of a command is shell-quoted, so a value is one literal argument.
+    """
     options = [
         f"--job-name={args.task}-sweep",
         f"--array=0-{len(points) - 1}",
@@ -172,10 +271,14 @@ def submit_array(args: argparse.Namespace, points: list[Point]) -> int:
         return 0
     if args.retry_failed:
         points = [Point([*point.args, "--retry_failed"], point.name, point.run_dir) for point in points]
-    log_dir = PROJECT_ROOT / "experiments" / args.task / "slurm"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = slurm_dir(args.task)
     script = log_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
-    script.write_text(array_script(args, points, log_dir))
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        script.write_text(array_script(args, points, log_dir))
+    except OSError as error:
+        print(f"cannot write the sbatch script: {one_line(str(error))}", file=sys.stderr)
+        return 1
     try:
         result = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
     except FileNotFoundError:
@@ -191,34 +294,56 @@ def submit_array(args: argparse.Namespace, points: list[Point]) -> int:
 
 
 def summary(points: list[Point]) -> str:
+    """A table of the runs. Flag and progress files may have been edited by hand or by another
+    version of the code: what is not of the expected type shows as "-" or blank."""
     rows = [("RUN", "STATE", "METRIC", "REASON")]
     for point in points:
-        state = flag_state(point.run_dir) or "incomplete"
-        flag = read_json(point.run_dir / f"{state}.out") or {}
-        progress = read_json(point.run_dir / "progress.json") or {}
-        metric_name = progress.get("main_metric")
-        value = (flag.get("metrics") or progress.get("metrics") or {}).get(metric_name)
-        metric = f"{metric_name}={value:.4f}" if isinstance(value, float) else "-"
-        rows.append((point.name, state, metric, flag.get("reason") or ""))
+        state = run_state(point.run_dir) or "incomplete"
+        flag = as_dict(read_json(point.run_dir / f"{state}.out"))
+        progress = as_dict(read_json(point.run_dir / "progress.json"))
+        reason = flag.get("reason")
+        reason = one_line(reason) if isinstance(reason, str) else ""
+        rows.append((point.name, state, metric_text(flag, progress), reason))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def as_dict(content: Any) -> dict[str, Any]:
+    return content if isinstance(content, dict) else {}
+
+
+def metric_text(flag: dict[str, Any], progress: dict[str, Any]) -> str:
+    """``val_acc=0.9123`` from the flag or else the progress file, or "-"."""
+    name = progress.get("main_metric")
+    metrics = flag.get("metrics") or progress.get("metrics")
+    if not (isinstance(name, str) and isinstance(metrics, dict)):
+        return "-"
+    value = metrics.get(name)
+    # floats only: a string, or an int too large for a float, has no :.4f
+    return one_line(f"{name}={value:.4f}") if isinstance(value, float) else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)  # after "--": options for train.py
-    args = build_parser().parse_args(argv[:split])
+    parser = build_parser()
+    args = parser.parse_args(argv[:split])
     train_args = argv[split + 1 :]
-    grid, extra = parse_grid(args.grid, args.sweep_file)
-    points = expand(args.task, grid, [*extra, *train_args])
+    try:  # everything is checked before anything runs or is written
+        grid, extra = build_grid(args.grid, args.sweep_file)
+        points = expand(args.task, grid, [*extra, *train_args])
+        if args.slurm:
+            check_sbatch_path(slurm_dir(args.task))
+    except SweepError as error:
+        parser.error(one_line(str(error)))
     if args.dry_run:
         for point in points:
-            print(" ".join(command(args.task, point)))
+            print(shlex.join(command(args.task, point)))
         return 0
     pending = to_run(points, args.retry_failed)
     if args.slurm:
         return submit_array(args, pending)
-    pool = ThreadPoolExecutor(max_workers=max(1, args.workers))
+    pool = ThreadPoolExecutor(max_workers=args.workers)
     try:
         list(pool.map(lambda point: run_point(args.task, point, args.retry_failed), pending))
     except KeyboardInterrupt:  # the runs in progress got the Ctrl-C too: they checkpoint and stop
@@ -228,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     pool.shutdown()
     print()
     print(summary(points))
-    unfinished = [point for point in points if flag_state(point.run_dir) != "finished"]
+    unfinished = [point for point in points if run_state(point.run_dir) != "finished"]
     return 1 if unfinished else 0
 
 

@@ -17,19 +17,14 @@ TASK_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protocol`, `trainers` importable
 
 from protocol.files import read_json, write_json
-{%- if cookiecutter.framework == 'pytorch' %}
-from protocol.options import device_name
-{%- endif %}
-from trainers.{{ cookiecutter.task_name }}_trainer import evaluate_checkpoint
+from protocol.options import {{ 'HelpFormatter, device_name' if cookiecutter.framework == 'pytorch' else 'HelpFormatter' }}
 
 SUFFIX = "{{ '.ckpt' if cookiecutter.framework == 'lightning' else '.pt' }}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--run_dir", type=Path, help="the run to evaluate (default: latest finished)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--run_dir", type=Path, help="the run to evaluate; None: the latest finished one")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
 {%- if cookiecutter.framework == 'lightning' %}
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps", "tpu"], default="auto")
@@ -62,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     hparams = read_json(run_dir / "hparams.json")
     if not isinstance(hparams, dict):
         raise SystemExit(f"{run_dir / 'hparams.json'} is missing or malformed: not a run directory?")
+    # imported here, not at the top: --help and argument errors answer without loading torch
+    from trainers.{{ cookiecutter.task_name }}_trainer import evaluate_checkpoint
+
     metrics = evaluate_checkpoint(checkpoint, argparse.Namespace(**hparams), args)
     write_json(run_dir / "test_metrics.json", {"checkpoint": checkpoint.name, "metrics": metrics})
     print(f"{run_dir.name} ({checkpoint.name}):")

@@ -24,6 +24,7 @@ sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protoco
 
 from protocol import add_run_arguments, launch
 from protocol.options import (
+    HelpFormatter,
     device_name,
     non_negative_float,
     non_negative_int,
@@ -39,9 +40,7 @@ HPARAMS = ["learning_rate", "batch_size", "epochs", "hidden_size", "depth", "dro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     hparams = parser.add_argument_group("hyperparameters (they name the run)")
     hparams.add_argument("--learning_rate", type=positive_float, default=1e-3, help="AdamW step size")
     hparams.add_argument("--batch_size", type=positive_int, default=32, help="examples per step")
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_float,
         default=60.0,
         help="seconds between end-of-epoch saves of last.pt (0: every epoch); a signal and "
-        "the end of training always save (default: %(default)s)",
+        "the end of training always save",
     )
     add_run_arguments(parser, TASK_DIR)
     return parser

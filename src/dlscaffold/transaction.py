@@ -1,0 +1,180 @@
+"""Changing a directory all at once: a lock, a staging directory, and recovery after a kill.
+
+``new`` and ``add-task`` render into a staging directory (``.dlscaffold-staging-*``)
+beside their destination and then move the files into place. While they do,
+they hold an exclusive ``flock`` on the destination directory, so two commands
+on one project run one after the other and never interleave. Before moving a
+file they write a journal into the staging directory, naming each file and its
+hash; a command killed half-way (even by SIGKILL) leaves that journal behind,
+and the next command, once it holds the lock, undoes the moves it lists. A
+staging directory that exists while nobody holds the lock is always such a
+leftover: every command ignores them, and the next one removes them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dlscaffold import files
+from dlscaffold.errors import BusyError
+
+STAGING_PREFIX = ".dlscaffold-staging-"
+JOURNAL = "journal.json"
+DIRECTORY = "directory"  # the journal's digest of a directory moved in whole
+LOCK_TIMEOUT_S = 60.0
+
+
+@contextmanager
+def locked(directory: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (an existing one) for the duration of the block.
+
+    ``flock`` on the directory itself leaves no lock file to clean up or
+    commit, and the kernel releases it when the process dies, however it dies.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BusyError(
+                        f"another dlscaffold command has been changing {directory} for {timeout:.0f} s; "
+                        "let it finish, then try again"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def staging_dirs(directory: Path) -> list[Path]:
+    try:
+        return [path for path in directory.iterdir() if path.name.startswith(STAGING_PREFIX)]
+    except OSError:
+        return []
+
+
+def recover(directory: Path, committed: Callable[[dict[str, Any]], bool] = lambda _: False) -> None:
+    """Undo what commands killed while working in ``directory`` left; call it holding the lock.
+
+    ``committed(journal)`` says whether a journalled change had completed (for
+    add-task: the record lists the task) and must be kept rather than undone.
+    """
+    for staging in staging_dirs(directory):
+        journal = _read_journal(staging / JOURNAL)
+        if journal is not None and not committed(journal):
+            _undo(journal)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def staging_dir(beside: Path) -> Iterator[Path]:
+    """A scratch directory on the destination's file system, removed whatever happens.
+
+    Rendering into it first means a failure half-way leaves nothing behind, and
+    moving its content into place is a rename, not a copy.
+    """
+    path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=beside))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def move_into(staging: Path, destination: Path, paths: list[Path], **note: str) -> None:
+    """Move rendered files from ``staging`` into ``destination``: all of them, or none.
+
+    Each move is a rename on one file system. If one fails, the files already
+    moved and the directories made for them are taken back out; if the process
+    is killed, the journal lets :func:`recover` do the same later. ``note`` is
+    kept in the journal for the ``committed`` test of :func:`recover`.
+    """
+    new_dirs = sorted({parent for path in paths for parent in (destination / path).parents if not parent.exists()})
+    journal = {
+        "destination": str(destination),
+        "files": {str(path): _digest(staging / path) for path in paths},
+        "dirs": [str(directory) for directory in new_dirs],
+        **note,
+    }
+    _write_journal(staging / JOURNAL, journal)
+    moved: list[Path] = []
+    try:
+        for directory in new_dirs:
+            directory.mkdir(exist_ok=True)
+        for path in paths:
+            os.rename(staging / path, destination / path)
+            moved.append(path)
+    except BaseException:
+        for path in moved:
+            os.rename(destination / path, staging / path)
+        _remove_empty(new_dirs)
+        raise
+
+
+def done(staging: Path) -> None:
+    """Mark the moves out of ``staging`` as complete: a kill from now on undoes nothing."""
+    (staging / JOURNAL).unlink(missing_ok=True)
+
+
+def _undo(journal: dict[str, Any]) -> None:
+    """Take back the files a killed command moved in, if they are still exactly as it wrote them."""
+    destination = Path(journal["destination"])
+    for name, digest in journal["files"].items():
+        path = destination / name
+        if path.is_symlink():
+            continue  # not something this command wrote
+        if digest == DIRECTORY and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and _digest(path) == digest:
+            path.unlink()
+    _remove_empty([Path(directory) for directory in journal["dirs"]])
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in sorted(directories, key=lambda path: len(path.parts), reverse=True):
+        try:
+            directory.rmdir()
+        except OSError:
+            pass  # not empty (the user put something there), or already gone
+
+
+def _digest(path: Path) -> str:
+    if path.is_dir():
+        return DIRECTORY  # moved whole: the .git of a project made in an empty directory
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_journal(path: Path, journal: dict[str, Any]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(journal, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_journal(path: Path) -> dict[str, Any] | None:
+    try:
+        journal = files.read_json(path)
+    except files.UnreadableFile:
+        return None  # no journal: the kill came before any move, or it is not ours
+    valid = (
+        isinstance(journal, dict)
+        and isinstance(journal.get("destination"), str)
+        and isinstance(journal.get("files"), dict)
+        and all(isinstance(value, str) for value in journal["files"].values())
+        and isinstance(journal.get("dirs"), list)
+        and all(isinstance(value, str) for value in journal["dirs"])
+    )
+    return journal if valid else None
