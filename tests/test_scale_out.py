@@ -54,7 +54,11 @@ def test_sweep_runs_the_grid_then_skips_what_is_done(project: Path) -> None:
     retried = run_python(["scripts/sweep.py", "task1", *grid, "--retry_failed", "--", *FAST], cwd=project)
     assert "skip   " + good.name in retried.stdout
     assert "run    " + bad.name in retried.stdout
-    assert len([path for path in results(project).iterdir() if path.name.startswith(bad.name + ".")]) == 1
+    archived = [path for path in results(project).iterdir() if path.name.startswith(bad.name + ".")]
+    assert len(archived) == 1
+    # each attempt's output stays with its own run directory
+    assert (archived[0] / "stdout.log").read_text().count("training in") == 1
+    assert (bad / "stdout.log").read_text().count("training in") == 1
 
 
 def test_sweep_file_dry_run_and_parallel_workers(project: Path, tmp_path: Path) -> None:

@@ -47,9 +47,10 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from protocol.files import load_experiment_script, read_json
 from protocol.grid import SweepError, build_grid, one_line
+from protocol.lock import live_owner
 from protocol.naming import run_name
 from protocol.options import non_negative_int, positive_int
-from protocol.rundir import flag_state
+from protocol.rundir import archive, flag_state
 
 MAX_POINTS = 10_000  # more runs than a sweep launches on purpose: a grid that big is a typo
 MAX_WARNING_SECONDS = 65_535  # the most SLURM's --signal accepts
@@ -205,9 +206,15 @@ def command(task: str, point: Point) -> list[str]:
 
 
 def run_point(task: str, point: Point, retry_failed: bool) -> int:
-    """Train one point, its output going to ``<run>/stdout.log``."""
+    """Train one point, its output going to ``<run>/stdout.log``.
+
+    A failed run to retry is moved aside here, as train.py would do, but before
+    the log is opened: the new attempt's output then goes to the new directory.
+    """
     args = [*command(task, point), *(["--retry_failed"] if retry_failed else [])]
     try:
+        if retry_failed and run_state(point.run_dir) == "failed" and not live_owner(point.run_dir):
+            print(f"[{point.name}] the failed attempt is kept as {archive(point.run_dir).name}")
         point.run_dir.mkdir(parents=True, exist_ok=True)
         with (point.run_dir / "stdout.log").open("a") as log:
             return subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
