@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 TRAIN = ["experiments/task1/train.py", "--epochs", "10", "--batch_size", "16", "--hidden_size", "16"]
 SUFFIX = {"lightning": "ckpt", "pytorch": "pt"}
 # the weights in a last checkpoint: Lightning's state_dict, or the models a plain task registered
-MODELS = {"task1": ("model",), "gan": ("generator", "critic")}
+MODELS = {"task1": ("model",), "flaky": ("model",), "gan": ("generator", "critic")}
 
 
 class Project:
@@ -294,3 +294,74 @@ def test_run_files_follow_the_umask(project: Project) -> None:
     assert len(files) >= 5
     modes = {path.relative_to(project.root).as_posix(): oct(path.stat().st_mode & 0o777) for path in files}
     assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
+def test_the_same_run_name_with_other_values_is_refused_with_the_differences(project: Project) -> None:
+    before = project.last_checkpoint("reference").read_bytes()
+    refused = project.train("reference", "--hidden_size", "32")
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "hidden_size: 16 when trained, 32 now" in refused.stdout
+    assert project.last_checkpoint("reference").read_bytes() == before  # neither skipped nor resumed
+    assert project.flags("reference") == ["finished.out"]
+
+
+# the task's loop raises once, at the end of its fourth epoch, when FAIL_ONCE is set: a crash
+# (out of memory, a lost file system) rather than a bug, worth continuing from the checkpoint
+FAULT = {
+    "pytorch": (
+        "            state.end_epoch(",
+        "            if state.epoch == 3 and os.environ.get('FAIL_ONCE'):\n"
+        "                raise RuntimeError('a transient fault')\n",
+    ),
+    "lightning": (
+        "    def validation_step(",
+        "    def on_train_epoch_end(self) -> None:\n"
+        "        if self.current_epoch == 3 and os.environ.get('FAIL_ONCE'):\n"
+        "            raise RuntimeError('a transient fault')\n\n",
+    ),
+}
+
+
+def test_a_failed_run_resumes_from_its_checkpoint_to_the_same_weights(project: Project) -> None:
+    added = run_cli("add-task", "flaky", "--project", str(project.root))
+    assert added.exit_code == 0, added.output
+    trainer = project.root / "trainers" / "flaky_trainer.py"
+    anchor, fault = FAULT[project.framework]
+    source = trainer.read_text()
+    assert anchor in source
+    source = source.replace("import argparse\n", "import argparse\nimport os\n", 1)
+    trainer.write_text(source.replace(anchor, fault + anchor, 1))
+    flaky = ["experiments/flaky/train.py", *TRAIN[1:]]
+    results = project.root / "experiments" / "flaky" / "results"
+
+    reference = run_python([*flaky, "--run_name", "reference"], cwd=project.root)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    env = {**os.environ, "FAIL_ONCE": "1"}
+    failed = subprocess.run(
+        [sys.executable, *flaky, "--run_name", "crashed"],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode == 1 and (results / "crashed" / "failed.out").exists()
+    assert "transient fault" in json.loads((results / "crashed" / "failed.out").read_text())["reason"]
+
+    skipped = run_python([*flaky, "--run_name", "crashed"], cwd=project.root)
+    assert "--resume_failed continues from its checkpoint" in skipped.stdout
+    resumed = run_python([*flaky, "--run_name", "crashed", "--resume_failed"], cwd=project.root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming the failed run from its last checkpoint" in resumed.stdout
+    assert (results / "crashed" / "finished.out").exists()
+    assert not [
+        path for path in results.iterdir() if path.name.startswith("crashed.")
+    ]  # continued, not redone
+    assert_same_weights(project, "crashed", "reference", task="flaky")
+
+
+def test_a_diverged_run_is_not_resumed(project: Project) -> None:
+    diverged = project.train("diverges", "--learning_rate", "1e30")
+    assert diverged.returncode == 1
+    refused = project.train("diverges", "--learning_rate", "1e30", "--resume_failed")
+    assert refused.returncode == 1 and "its loss diverged" in refused.stdout
+    assert "failed.out" in project.flags("diverges")

@@ -61,6 +61,28 @@ def test_sweep_runs_the_grid_then_skips_what_is_done(project: Path) -> None:
     assert (bad / "stdout.log").read_text().count("training in") == 1
 
 
+def test_a_sweep_reports_runs_trained_with_another_default_as_conflicts(project: Path) -> None:
+    grid = ["--grid", "seed=7", "--", "--epochs", "1", "--batch_size", "128", "--hidden_size", "8"]
+    first = run_python(["scripts/sweep.py", "task1", *grid], cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    train = project / "experiments" / "task1" / "train.py"
+    source = train.read_text()
+    assert "default=0.01," in source
+    train.write_text(source.replace("default=0.01,", "default=0.02,", 1))  # weight decay's default changes
+    try:
+        second = run_python(["scripts/sweep.py", "task1", *grid], cwd=project)
+    finally:
+        train.write_text(source)
+    assert second.returncode == 1
+    assert (
+        "conflict batch_size-128_epochs-1_hidden_size-8_seed-7: weight_decay: 0.01 when trained, 0.02 now"
+        in (second.stdout)
+    )
+    assert (
+        "training in" not in second.stdout and "conflict  " in second.stdout
+    )  # nothing ran; the summary says
+
+
 def test_sweep_file_dry_run_and_parallel_workers(project: Path, tmp_path: Path) -> None:
     sweep_file = tmp_path / "sweep.json"
     sweep_file.write_text(json.dumps({"grid": {"seed": [10, 11]}, "args": FAST}))

@@ -28,10 +28,19 @@ from protocol.files import describe_os_error, read_json, write_json
 from protocol.lock import acquire_lock, live_owner, release_lock
 from protocol.manifest import update_manifest
 from protocol.naming import run_name
-from protocol.rundir import Run, archive, clear_flags, flag_state, progress_summary, write_flag
+from protocol.rundir import (
+    Run,
+    archive,
+    clear_flags,
+    config_differences,
+    flag_state,
+    progress_summary,
+    write_flag,
+)
 
 EXIT_FAILED = 1
 EXIT_LOCKED = 3
+EXIT_CONFLICT = 4
 
 Train = Callable[[Run], dict[str, float]]
 
@@ -54,7 +63,8 @@ def launch(
     """Run ``train`` under the protocol and return the process exit code.
 
     0: finished, or skipped because it had finished or failed before;
-    1: failed; 3: another live process owns the run; 128+N: stopped by signal N.
+    1: failed; 3: another live process owns the run; 4: the run directory holds a run
+    trained with other hyperparameters; 128+N: stopped by signal N.
     ``hparams`` names the options that define the run (and its directory).
     """
     name = run_name(args, parser, hparams)
@@ -95,23 +105,47 @@ def claim(run: Run) -> str | int:
         print(f"[{run.name}] is being trained by {owner}; refusing to start a second copy.")
         return EXIT_LOCKED
     state = flag_state(run.dir)
-    if state == "finished" and not args.force:
+    differences = config_differences(run.dir, run.hparams)
+    if differences and not args.force:
+        print(f"[{run.name}] was trained with another configuration; not skipping or resuming it:")
+        for line in differences:
+            print(f"  {line}")
+        print("  --force trains it again with this one (the old run is kept, renamed); or pick a --run_name.")
+        return EXIT_CONFLICT
+    resume_failed = state == "failed" and args.resume_failed and not differences
+    if resume_failed:
+        problem = _not_resumable(run)
+        if problem:
+            print(f"[{run.name}] cannot resume: {problem}; --retry_failed starts it over.")
+            return EXIT_FAILED
+        print(f"[{run.name}] resuming the failed run from its last checkpoint.")
+    elif state == "finished" and not args.force:
         print(f"[{run.name}] finished already; skipping (--force trains it again). {run.dir}")
         return 0
-    if state == "failed" and not (args.retry_failed or args.force):
+    elif state == "failed" and not (args.retry_failed or args.force):
         failed = read_json(run.dir / "failed.out")
         reason = failed.get("reason") if isinstance(failed, dict) else None
         print(f"[{run.name}] failed before: {reason or 'see failed.out'}")
-        print("  skipping (--retry_failed tries again).")
+        print("  skipping (--resume_failed continues from its checkpoint, --retry_failed starts over).")
         return 0
-    if state in ("finished", "failed"):
+    if differences or (state in ("finished", "failed") and not resume_failed):
         archived = archive(run.dir)
-        print(f"[{run.name}] previous {state} run kept as {archived.name}")
+        print(f"[{run.name}] previous {state or 'unfinished'} run kept as {archived.name}")
     if not acquire_lock(run.dir):
         print(f"[{run.name}] another process took the run first; refusing to start a second copy.")
         return EXIT_LOCKED
     # a run with a checkpoint resumes: interrupted, or killed before it could say so
     return "resume" if state == "interrupted" or any(run.checkpoints.glob("last.*")) else "start"
+
+
+def _not_resumable(run: Run) -> str | None:
+    """Why a failed run cannot continue from its checkpoint, if it cannot."""
+    failed = read_json(run.dir / "failed.out")
+    if isinstance(failed, dict) and failed.get("diverged"):
+        return "its loss diverged, and would again from the same checkpoint"
+    if not any(run.checkpoints.glob("last.*")):
+        return "it failed before its first checkpoint"
+    return None
 
 
 def share_from_rank_zero(decision: str | int | None) -> str | int | None:
@@ -179,6 +213,7 @@ def _record_failure(run: Run, manifest: dict[str, Any], error: BaseException) ->
         run.dir,
         "failed.out",
         reason=reason,
+        diverged=isinstance(error, RunDiverged),
         traceback="".join(lines).splitlines(),
         **progress_summary(run.dir),
     )

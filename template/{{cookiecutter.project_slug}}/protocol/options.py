@@ -37,12 +37,19 @@ def add_run_arguments(parser: argparse.ArgumentParser, task_dir: Path) -> None:
     group.add_argument(
         "--force",
         action="store_true",
-        help="train again even if the run finished or failed; the old run is kept, renamed",
+        help="train again even if the run finished, failed, or was trained with another "
+        "configuration; the old run is kept, renamed",
     )
     group.add_argument(
         "--retry_failed",
         action="store_true",
         help="train a failed run again from scratch; the failed attempt is kept, renamed",
+    )
+    group.add_argument(
+        "--resume_failed",
+        action="store_true",
+        help="continue a failed run from its last checkpoint: for a crash (out of memory, a lost "
+        "file system), not a diverged loss",
     )
 
 

@@ -2,7 +2,7 @@
 
 A run lives in ``experiments/<task>/results/<run>/``::
 
-    hparams.json      the hyperparameters that define it
+    hparams.json      the hyperparameters that define it, defaults included: its identity
     manifest.json     how to reproduce it: command, seed, git state, versions, history
     progress.json     epoch, step and metrics of the last completed epoch
     logs/             tracker output
@@ -16,6 +16,7 @@ A run lives in ``experiments/<task>/results/<run>/``::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,3 +101,32 @@ def archive(run_dir: Path) -> Path:
         suffix += 1
     run_dir.rename(target)
     return target
+
+
+def config_differences(run_dir: Path, hparams: dict[str, Any]) -> list[str]:
+    """How ``hparams`` differ from those the run was trained with; empty for a new run.
+
+    A run is named after the values that differ from their defaults, so a default
+    changed in code, or a --run_name reused with other values, finds a run that
+    was trained with something else: it must be neither skipped nor resumed.
+    """
+    path = run_dir / "hparams.json"
+    if not path.exists():
+        return []
+    recorded = read_json(path)
+    if not isinstance(recorded, dict):
+        return [f"{path} is malformed"]
+    current = json.loads(json.dumps(hparams, default=str))  # as it would be recorded
+    differences = []
+    for key in sorted(set(recorded) | set(current)):
+        if recorded.get(key, MISSING) != current.get(key, MISSING):
+            before, now_ = recorded.get(key, MISSING), current.get(key, MISSING)
+            differences.append(f"{key}: {_shown(before)} when trained, {_shown(now_)} now")
+    return differences
+
+
+MISSING = "(absent)"
+
+
+def _shown(value: Any) -> str:
+    return value if value is MISSING else json.dumps(value)

@@ -9,7 +9,10 @@ r"""Run a grid of experiments; relaunch it and only what still needs running run
 
 Each point of the grid is one ``train.py`` command and one run directory.
 Finished runs are skipped, interrupted ones resume, failed ones are reported
-(``--retry_failed`` runs them again); one failing run does not stop the others.
+(``--resume_failed`` continues them from their checkpoints, ``--retry_failed``
+starts them over); one failing run does not stop the others. A run directory
+holding a run trained with other hyperparameters (a default changed in
+train.py) is a conflict: reported, never skipped or resumed.
 The exit code is 0 when every run of the sweep has finished.
 
 A sweep file is JSON: ``{"grid": {"seed": [0, 1]}, "args": ["--epochs", "2"]}``.
@@ -50,7 +53,7 @@ from protocol.grid import SweepError, build_grid, one_line
 from protocol.lock import live_owner
 from protocol.naming import run_name
 from protocol.options import non_negative_int, positive_int
-from protocol.rundir import archive, flag_state
+from protocol.rundir import archive, config_differences, flag_state
 
 MAX_POINTS = 10_000  # more runs than a sweep launches on purpose: a grid that big is a typo
 MAX_WARNING_SECONDS = 65_535  # the most SLURM's --signal accepts
@@ -70,6 +73,7 @@ class Point:
     args: list[str]
     name: str
     run_dir: Path
+    hparams: dict[str, Any]  # what hparams.json of the run must hold
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sweep_file", type=Path, help="JSON file with 'grid' and 'args'")
     parser.add_argument("--workers", type=positive_int, default=1, help="runs trained at once (default: 1)")
-    parser.add_argument("--retry_failed", action="store_true", help="run failed runs again")
+    failed = parser.add_mutually_exclusive_group()
+    failed.add_argument("--retry_failed", action="store_true", help="train failed runs again, from scratch")
+    failed.add_argument(
+        "--resume_failed", action="store_true", help="continue failed runs from their last checkpoints"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     slurm = parser.add_argument_group("SLURM (with --slurm: submit a job array instead of running here)")
     slurm.add_argument("--slurm", action="store_true", help="submit the runs as a SLURM job array")
@@ -168,7 +176,8 @@ def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Poin
                 "and the seed name a run (and --run_name has no place in a sweep)"
             )
         labels[run_dir] = label
-        points.append(Point(args=[*extra, *point_args], name=name, run_dir=run_dir))
+        hparams = {key: getattr(parsed, key) for key in train.HPARAMS}
+        points.append(Point(args=[*extra, *point_args], name=name, run_dir=run_dir, hparams=hparams))
     return points
 
 
@@ -205,13 +214,19 @@ def command(task: str, point: Point) -> list[str]:
     return [sys.executable, str(PROJECT_ROOT / "experiments" / task / "train.py"), *point.args]
 
 
-def run_point(task: str, point: Point, retry_failed: bool) -> int:
+def failed_option(args: argparse.Namespace) -> list[str]:
+    """What the sweep tells train.py to do with a failed run."""
+    return ["--retry_failed"] * args.retry_failed + ["--resume_failed"] * args.resume_failed
+
+
+def run_point(task: str, point: Point, failed: list[str]) -> int:
     """Train one point, its output going to ``<run>/stdout.log``.
 
     A failed run to retry is moved aside here, as train.py would do, but before
     the log is opened: the new attempt's output then goes to the new directory.
     """
-    args = [*command(task, point), *(["--retry_failed"] if retry_failed else [])]
+    args = [*command(task, point), *failed]
+    retry_failed = "--retry_failed" in failed
     try:
         if retry_failed and run_state(point.run_dir) == "failed" and not live_owner(point.run_dir):
             print(f"[{point.name}] the failed attempt is kept as {archive(point.run_dir).name}")
@@ -231,12 +246,16 @@ def run_state(run_dir: Path) -> str | None:
         return None
 
 
-def to_run(points: list[Point], retry_failed: bool) -> list[Point]:
+def to_run(points: list[Point], failed: list[str]) -> list[Point]:
     """The points that still need training, saying why the others are left alone."""
     pending = []
     for point in points:
         state = run_state(point.run_dir)
-        if state == "finished" or (state == "failed" and not retry_failed):
+        differences = config_differences(point.run_dir, point.hparams)
+        if differences:
+            print(f"conflict {point.name}: {'; '.join(differences)}")
+            print("         (train.py --force retrains it, keeping the old run renamed)")
+        elif state == "finished" or (state == "failed" and not failed):
             print(f"skip   {point.name} ({state})")
         else:
             print(f"{'resume' if state == 'interrupted' else 'run':<6} {point.name}")
@@ -274,10 +293,10 @@ def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -
 
 def submit_array(args: argparse.Namespace, points: list[Point]) -> int:
     if not points:
-        print("nothing to submit: every run has finished (or failed: --retry_failed)")
+        print("nothing to submit: every run has finished, failed or conflicts")
         return 0
-    if args.retry_failed:
-        points = [Point([*point.args, "--retry_failed"], point.name, point.run_dir) for point in points]
+    failed = failed_option(args)
+    points = [Point([*point.args, *failed], point.name, point.run_dir, point.hparams) for point in points]
     log_dir = slurm_dir(args.task)
     script = log_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
     try:
@@ -310,6 +329,8 @@ def summary(points: list[Point]) -> str:
         progress = as_dict(read_json(point.run_dir / "progress.json"))
         reason = flag.get("reason")
         reason = one_line(reason) if isinstance(reason, str) else ""
+        if config_differences(point.run_dir, point.hparams):
+            state, reason = "conflict", "trained with other hyperparameters"
         rows.append((point.name, state, metric_text(flag, progress), reason))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
@@ -347,12 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         for point in points:
             print(shlex.join(command(args.task, point)))
         return 0
-    pending = to_run(points, args.retry_failed)
+    pending = to_run(points, failed_option(args))
     if args.slurm:
         return submit_array(args, pending)
     pool = ThreadPoolExecutor(max_workers=args.workers)
     try:
-        list(pool.map(lambda point: run_point(args.task, point, args.retry_failed), pending))
+        list(pool.map(lambda point: run_point(args.task, point, failed_option(args)), pending))
     except KeyboardInterrupt:  # the runs in progress got the Ctrl-C too: they checkpoint and stop
         pool.shutdown(wait=True, cancel_futures=True)  # and none of the waiting ones starts
         print(f"\ninterrupted; relaunch the same command to resume.\n\n{summary(points)}")
@@ -360,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     pool.shutdown()
     print()
     print(summary(points))
-    unfinished = [point for point in points if run_state(point.run_dir) != "finished"]
+    unfinished = [
+        point
+        for point in points
+        if run_state(point.run_dir) != "finished" or config_differences(point.run_dir, point.hparams)
+    ]
     return 1 if unfinished else 0
 
 
