@@ -79,3 +79,12 @@ def test_python_dash_m_works(installed: Path, tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 0 and "0.1.0" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
+def test_our_own_sources_are_ruff_clean(command: list[str]) -> None:
+    folders = ["src", "tests", "benchmarks"]
+    result = subprocess.run(
+        ["ruff", *command, "--no-cache", *folders], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -124,6 +124,11 @@ def test_interrupted_run_resumes_to_the_same_weights(project: Project, signum: s
         assert process.returncode == -signal.SIGKILL
         assert project.flags(name) == ["run.lock"]  # no chance to write a flag
         assert project.status()[name]["state"] == "interrupted"
+        # as if it had run on a node that died: the lock names another host and has gone silent
+        lock = project.run_dir(name) / "run.lock"
+        lock.write_text(json.dumps({**json.loads(lock.read_text()), "host": "node-lost"}))
+        os.utime(lock, (time.time() - 900, time.time() - 900))
+        assert "no heartbeat" in project.status()[name]["reason"]
     else:
         assert process.returncode == 128 + signum, output
         assert project.flags(name) == ["interrupted.out"]

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,33 @@ def test_unknown_task_is_named(cli, project: Path) -> None:
     result = cli("status", str(project), "--task", "nosuch")
     assert result.exit_code == 2
     assert "no task 'nosuch' (its tasks: other, task1)" in result.output
+
+
+def test_liveness_of_locks_from_this_host_other_hosts_and_slurm(
+    cli, new_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = new_project().root
+    results = root / "experiments" / "task1" / "results"
+    here = socket.gethostname()
+    write(results / "reused-pid" / "run.lock", {"pid": os.getpid(), "process_start": 1, "host": here})
+    write(results / "pid-1" / "run.lock", {"pid": 1, "process_start": 1, "host": here})
+    write(results / "fresh-elsewhere" / "run.lock", {"pid": 5, "host": "node-7"})
+    write(results / "silent-elsewhere" / "run.lock", {"pid": 5, "host": "node-7"})
+    ten_minutes_ago = time.time() - 600
+    os.utime(results / "silent-elsewhere" / "run.lock", (ten_minutes_ago, ten_minutes_ago))
+    write(results / "slurm-running" / "run.lock", {"pid": 5, "host": "node-8", "slurm_job_id": "77"})
+    write(results / "slurm-gone" / "run.lock", {"pid": 5, "host": "node-8", "slurm_job_id": "78"})
+    bin_dir = tmp_path / "bin"
+    write(bin_dir / "squeue", "#!/bin/sh\necho '77 RUNNING'\necho '79 PENDING'\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    runs = {run["run"]: run for run in json.loads(cli("status", str(root), "--json").output)}
+    assert runs["reused-pid"]["state"] == "interrupted" and "another program" in runs["reused-pid"]["reason"]
+    assert runs["pid-1"]["state"] == "interrupted"
+    assert runs["fresh-elsewhere"]["state"] == "running"
+    assert runs["silent-elsewhere"]["state"] == "interrupted"
+    assert runs["silent-elsewhere"]["reason"] == "no heartbeat from pid 5 on node-7 for 10 min"
+    assert runs["slurm-running"]["state"] == "running"
+    assert runs["slurm-gone"]["state"] == "interrupted"
+    assert runs["slurm-gone"]["reason"] == "SLURM job 78 ended (gone) without a flag"

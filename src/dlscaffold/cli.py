@@ -159,7 +159,8 @@ def _ask(key: str) -> str:
 def _report_new(result: NewProject, here: bool) -> None:
     answers = result.answers
     click.echo(
-        f"Created {printable(str(result.root))} ({answers['framework']}, {answers['tracker']}): {len(result.files)} files."
+        f"Created {printable(str(result.root))} ({answers['framework']}, {answers['tracker']}): "
+        f"{len(result.files)} files."
     )
     for path in result.kept:
         click.echo(f"  kept your existing {path} (the template's version was not written)")
@@ -232,7 +233,9 @@ def status(project_dir: Path | None, task: str | None, as_json: bool) -> None:
     tasks = task_names(project.root)
     if task is not None and task not in tasks:
         known = ", ".join(tasks) or "none yet"
-        raise click.BadParameter(f"the project has no task {task!r} (its tasks: {known})", param_hint="--task")
+        raise click.BadParameter(
+            f"the project has no task {task!r} (its tasks: {known})", param_hint="--task"
+        )
     runs = collect_runs(project.root, task)
     if as_json:
         click.echo(json.dumps([run.to_dict() for run in runs], indent=2, allow_nan=False))

@@ -48,7 +48,7 @@ def create_project(
     use_git: bool = True,
     template: Template | None = None,
 ) -> NewProject:
-    """Render the project for ``answers`` into ``output_dir/<project_slug>``, or into ``output_dir`` itself if ``here``.
+    """Render the project for ``answers`` into ``output_dir/<project_slug>`` (``output_dir`` if ``here``).
 
     The target may be missing or an empty directory. Without ``force`` any
     other target is refused; with it, the template's files are added to the
@@ -107,7 +107,9 @@ def _check_target(target: Path, force: bool) -> None:
     if not target.exists():
         return
     if not target.is_dir():
-        raise TargetExistsError(f"{target} exists and is not a directory; choose another name or --output-dir")
+        raise TargetExistsError(
+            f"{target} exists and is not a directory; choose another name or --output-dir"
+        )
     if _entries(target) and not force:
         raise TargetExistsError(
             f"{target} already exists and is not empty; choose another name or --output-dir, "
@@ -132,7 +134,9 @@ def _merge(staging: Path, target: Path, files: list[Path]) -> list[Path]:
     transaction.done(staging)
     kept = set()
     for path, entry in blocked.items():
-        same = entry == path and (target / path).is_file() and filecmp.cmp(staging / path, target / path, False)
+        same = (
+            entry == path and (target / path).is_file() and filecmp.cmp(staging / path, target / path, False)
+        )
         if entry is not None and not same:
             kept.add(entry)
     return sorted(kept)

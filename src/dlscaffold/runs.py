@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dlscaffold import files
+from dlscaffold.liveness import SlurmJobs, lock_state
 
 FLAGS = {"finished.out": "finished", "interrupted.out": "interrupted", "failed.out": "failed"}
 LOCK = "run.lock"
@@ -69,12 +69,13 @@ def task_names(project_root: Path) -> list[str]:
 def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]:
     """Every run directory under ``experiments/*/results/``, sorted by task and run."""
     experiments = project_root / "experiments"
+    jobs = SlurmJobs()
     runs = []
     for task_dir in sorted(_subdirs(experiments)):
         if task is not None and _printable(task_dir.name) != task:
             continue
         for run_dir in sorted(_subdirs(task_dir / "results")):
-            runs.append(read_run(task_dir.name, run_dir))
+            runs.append(read_run(task_dir.name, run_dir, jobs))
     for group in seed_groups(runs):
         for run in group.runs:
             run.group, run.group_size = group.name, len(group.runs)
@@ -115,7 +116,7 @@ def _subdirs(path: Path) -> list[Path]:
         return []
 
 
-def read_run(task: str, run_dir: Path) -> RunStatus:
+def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStatus:
     """The state of one run directory, whatever condition its files are in."""
     status = RunStatus(
         task=_printable(task), run=_printable(run_dir.name), state="incomplete", path=_printable(str(run_dir))
@@ -130,7 +131,7 @@ def read_run(task: str, run_dir: Path) -> RunStatus:
         elif status.state != "finished":
             status.reason = _text(flag.get("reason"))
     elif (run_dir / LOCK).exists():
-        status.state, status.reason = _lock_state(run_dir / LOCK)
+        status.state, status.reason = _lock_state(run_dir / LOCK, jobs or SlurmJobs())
     elif not any((run_dir / name).exists() for name in ("hparams.json", PROGRESS, "checkpoints")):
         status.reason = "no protocol files: not a run, or written by something else"
     for source in (progress, flag):
@@ -142,28 +143,15 @@ def read_run(task: str, run_dir: Path) -> RunStatus:
     return status
 
 
-def _lock_state(lock: Path) -> tuple[str, str | None]:
+def _lock_state(lock: Path, jobs: SlurmJobs) -> tuple[str, str | None]:
     owner = _read_json(lock)
     if not isinstance(owner, dict):
         return "running", "lock being written"
     pid, host = _int(owner.get("pid"), None), _text(owner.get("host"))
     if pid is None or pid <= 0 or host is None:
         return "incomplete", f"{LOCK} is malformed"
-    if host != socket.gethostname():
-        return "running", f"pid {pid} on {host}"
-    if _pid_alive(pid):
-        return "running", None
-    return "interrupted", f"process {pid} died without a flag (killed?)"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    state, reason = lock_state(lock, {**owner, "pid": pid, "host": host}, jobs)
+    return state, reason
 
 
 def _take_metric(status: RunStatus, source: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ def is_task_file(template_path: PurePosixPath) -> bool:
 def add_task(
     project_root: Path, task: str, *, dry_run: bool = False, template: Template | None = None
 ) -> NewTask:
-    """Render ``task`` into the project at ``project_root``; refuse, changing nothing, if anything is in the way.
+    """Render ``task`` into the project at ``project_root``, or refuse, changing nothing.
 
     The project's lock is held throughout and the record is read under it, so
     two add-task commands at once both land, one after the other, and the
@@ -71,12 +71,14 @@ def _plan(project: ProjectRecord, task: str, template: Template) -> tuple[list[R
     clashes += _blocked_directories(project.root, [file.local_path for file in files])
     if clashes:
         shown = ", ".join(sorted({str(path) for path in clashes}))
-        raise TargetExistsError(f"task {task!r} would overwrite {shown}; move them away or choose another name")
+        raise TargetExistsError(
+            f"task {task!r} would overwrite {shown}; move them away or choose another name"
+        )
     return files, context
 
 
 def _blocked_directories(root: Path, paths: list[Path]) -> list[Path]:
-    """Parents of new files that exist but are files or symlinks: writing there would fail or leave the project."""
+    """Parents of new files that are files or symlinks: writing there would fail, or leave the project."""
     parents = {parent for path in paths for parent in path.parents[:-1]}
     return [
         parent

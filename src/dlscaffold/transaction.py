@@ -13,6 +13,7 @@ leftover: every command ignores them, and the next one removes them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -102,7 +103,9 @@ def move_into(staging: Path, destination: Path, paths: list[Path], **note: str) 
     is killed, the journal lets :func:`recover` do the same later. ``note`` is
     kept in the journal for the ``committed`` test of :func:`recover`.
     """
-    new_dirs = sorted({parent for path in paths for parent in (destination / path).parents if not parent.exists()})
+    new_dirs = sorted(
+        {parent for path in paths for parent in (destination / path).parents if not parent.exists()}
+    )
     journal = {
         "destination": str(destination),
         "files": {str(path): _digest(staging / path) for path in paths},
@@ -145,10 +148,8 @@ def _undo(journal: dict[str, Any]) -> None:
 
 def _remove_empty(directories: list[Path]) -> None:
     for directory in sorted(directories, key=lambda path: len(path.parts), reverse=True):
-        try:
+        with contextlib.suppress(OSError):  # not empty (the user put something there), or already gone
             directory.rmdir()
-        except OSError:
-            pass  # not empty (the user put something there), or already gone
 
 
 def _digest(path: Path) -> str:

@@ -25,7 +25,7 @@ from protocol.cluster import (
     signal_exit_code,
 )
 from protocol.files import describe_os_error, read_json, write_json
-from protocol.lock import acquire_lock, live_owner, release_lock
+from protocol.lock import acquire_lock, live_owner, release_lock, start_heartbeat
 from protocol.manifest import update_manifest
 from protocol.naming import run_name
 from protocol.rundir import (
@@ -87,14 +87,18 @@ def launch(
         return decision
     run.resuming = decision == "resume"
     previous_handlers = install_stop_handlers(run.request_stop)
-    try:
-        if not is_rank_zero():
+    if not is_rank_zero():
+        try:
             return _train_on_other_rank(run, train)
+        finally:
+            restore_handlers(previous_handlers)
+    stop_heartbeat = start_heartbeat(run.dir)  # tells other hosts this run is alive
+    try:
         return _train_and_record(run, train)
     finally:
+        stop_heartbeat()
         restore_handlers(previous_handlers)
-        if is_rank_zero():
-            release_lock(run.dir)
+        release_lock(run.dir)
 
 
 def claim(run: Run) -> str | int:

@@ -1,23 +1,40 @@
-"""Run protocol, rarely edited: one live process per run, named by ``run.lock``."""
+"""Run protocol, rarely edited: one live process per run, named by ``run.lock``.
+
+The lock records who trains the run: host, pid, the process's start time (so a
+pid reused by another program is not taken for the run) and the SLURM job. While
+the run trains, a thread touches the lock every ``HEARTBEAT_S`` seconds: on a
+shared file system any host can tell a live run from one whose node died.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from protocol.cluster import slurm_job_id
 from protocol.files import now, read_json
 
 LOCK = "run.lock"
+HEARTBEAT_S = 30.0
+STALE_S = 300.0  # a lock not touched for this long belongs to a dead process, wherever it ran
 
 
 def acquire_lock(run_dir: Path) -> bool:
     """Create ``run.lock`` atomically; clear a lock whose owner is gone first."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job_id": slurm_job_id(), "time": now()}
+    owner = {
+        "pid": os.getpid(),
+        "process_start": process_start(os.getpid()),
+        "host": socket.gethostname(),
+        "slurm_job_id": slurm_job_id(),
+        "time": now(),
+    }
     draft = run_dir / f".{LOCK}.{os.getpid()}"
     draft.write_text(json.dumps(owner) + "\n", encoding="utf-8")
     try:
@@ -38,12 +55,34 @@ def release_lock(run_dir: Path) -> None:
     (run_dir / LOCK).unlink(missing_ok=True)
 
 
+def start_heartbeat(run_dir: Path) -> Callable[[], None]:
+    """Touch the lock every ``HEARTBEAT_S`` seconds until the returned function is called."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(run_dir / LOCK)
+            except OSError:
+                pass  # the file system is away for a moment: the next beat tries again
+
+    thread = threading.Thread(target=beat, name="run-heartbeat", daemon=True)
+    thread.start()
+
+    def stop_beating() -> None:
+        stop.set()
+        thread.join()
+
+    return stop_beating
+
+
 def live_owner(run_dir: Path) -> str | None:
     """Describe the live process holding the run's lock, or ``None``.
 
-    A lock from this host whose process is gone, or from an earlier attempt of
-    the same SLURM job (a requeue), is stale: the run was killed and resumes.
-    A lock from another host cannot be checked and is taken as live.
+    Stale, so the run was killed and resumes: a lock from an earlier attempt of
+    the same SLURM job (a requeue); on this host, one whose process is gone or
+    is another program under the same pid; on any host, one whose heartbeat
+    stopped more than ``STALE_S`` seconds ago.
     """
     lock = read_json(run_dir / LOCK)
     if not isinstance(lock, dict):
@@ -51,13 +90,21 @@ def live_owner(run_dir: Path) -> str | None:
     pid, host = lock.get("pid"), lock.get("host")
     if lock.get("slurm_job_id") and lock.get("slurm_job_id") == slurm_job_id():
         return None
-    if host == socket.gethostname() and not (isinstance(pid, int) and pid_alive(pid)):
+    if host == socket.gethostname():
+        alive = isinstance(pid, int) and pid_alive(pid)
+        if not alive or lock.get("process_start") not in (None, process_start(pid)):
+            return None
+    try:
+        silent = time.time() - (run_dir / LOCK).stat().st_mtime
+    except OSError:
+        return None
+    if silent > STALE_S:
         return None
     return f"pid {pid} on {host}"
 
 
 def pid_alive(pid: int) -> bool:
-    if pid <= 0:
+    if isinstance(pid, bool) or pid <= 0:
         return False  # 0 and negative numbers name process groups, not a process
     try:
         os.kill(pid, 0)
@@ -66,3 +113,15 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # alive, but someone else's
     return True
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux); ``None`` where unknown.
+
+    Together with the pid it names one process: a pid reused later has another start.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[19])  # field 22; the name before ")" may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
