@@ -370,3 +370,36 @@ def test_a_diverged_run_is_not_resumed(project: Project) -> None:
     refused = project.train("diverges", "--learning_rate", "1e30", "--resume_failed")
     assert refused.returncode == 1 and "its loss diverged" in refused.stdout
     assert "failed.out" in project.flags("diverges")
+
+
+def test_eval_names_what_it_evaluates_and_refuses_what_it_cannot(project: Project) -> None:
+    import shutil
+
+    evaluate = ["experiments/task1/eval.py", "--run_dir"]
+    suffix = SUFFIX[project.framework]
+    ok = run_python([*evaluate, str(project.run_dir("reference"))], cwd=project.root)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"reference: evaluating checkpoints/best.{suffix}" in ok.stdout and "test_acc" in ok.stdout
+
+    unfinished = project.run_dir("copy-unfinished")
+    shutil.copytree(project.run_dir("reference"), unfinished)
+    (unfinished / "finished.out").rename(unfinished / "interrupted.out")
+    warned = run_python([*evaluate, str(unfinished)], cwd=project.root)
+    assert (
+        warned.returncode == 0 and "warning: copy-unfinished has not finished (interrupted)" in warned.stdout
+    )
+
+    (unfinished / "checkpoints" / f"best.{suffix}").write_bytes(b"truncated")
+    broken = run_python([*evaluate, str(unfinished)], cwd=project.root)
+    assert broken.returncode == 1 and "is not a torch checkpoint" in broken.stderr
+
+    shutil.rmtree(unfinished / "checkpoints")
+    empty = run_python([*evaluate, str(unfinished)], cwd=project.root)
+    assert empty.returncode == 1 and "it has no checkpoint" in empty.stderr
+    for result in (broken, empty):
+        assert "Traceback" not in result.stdout + result.stderr
+
+    grouped = run_python(["experiments/task1/eval.py", "--all", "--match", "reference"], cwd=project.root)
+    assert grouped.returncode == 0, grouped.stdout + grouped.stderr
+    summary = (project.results / "test_summary.csv").read_text().splitlines()
+    assert summary[0].startswith("group,n,test_acc_mean,test_acc_std") and summary[1].startswith("reference,1,")

@@ -1,30 +1,44 @@
-"""Evaluate a {{ cookiecutter.task_name }} run on the test split.
+"""Evaluate {{ cookiecutter.task_name }} runs on the test split.
 
     python experiments/{{ cookiecutter.task_name }}/eval.py          # the latest finished run
     python experiments/{{ cookiecutter.task_name }}/eval.py --run_dir RUN_DIRECTORY
+    python experiments/{{ cookiecutter.task_name }}/eval.py --all    # every finished run
+    python experiments/{{ cookiecutter.task_name }}/eval.py --all --match 'learning_rate-0.01_*'
 
-Loads the run's best checkpoint (or its last, with --checkpoint last), prints
+Loads a run's best checkpoint (or its last, with --checkpoint last), prints
 the test metrics and saves them as test_metrics.json in the run directory.
+With --all, runs that differ only by their seed are summarised together (mean,
+standard deviation, n) in results/test_summary.csv.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import re
+import statistics
 import sys
+import zipfile
 from pathlib import Path
 
 TASK_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protocol`, `trainers` importable
 
-from protocol.files import read_json, write_json
+from protocol.files import atomic_write_bytes, read_json, write_json
 from protocol.options import {{ 'HelpFormatter, device_name' if cookiecutter.framework == 'pytorch' else 'HelpFormatter' }}
+from protocol.rundir import flag_state
 
 SUFFIX = "{{ '.ckpt' if cookiecutter.framework == 'lightning' else '.pt' }}"
+RESULTS = TASK_DIR / "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--run_dir", type=Path, help="the run to evaluate; None: the latest finished one")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run_dir", type=Path, help="the run to evaluate; None: the latest finished one")
+    which.add_argument("--all", action="store_true", help="every finished run, summarised by seed group")
+    parser.add_argument("--match", default="*", help="with --all: only runs whose name matches this glob")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
 {%- if cookiecutter.framework == 'lightning' %}
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps", "tpu"], default="auto")
@@ -35,37 +49,112 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def latest_finished_run(results_dir: Path) -> Path:
-    finished = sorted(results_dir.glob("*/finished.out"), key=lambda flag: flag.stat().st_mtime)
-    if not finished:
-        raise SystemExit(f"no finished run in {results_dir}: train one first, or pass --run_dir")
-    return finished[-1].parent
+def finished_runs(pattern: str = "*") -> list[Path]:
+    """Finished runs, oldest first (archived attempts, named ``<run>.<time>``, included)."""
+    flags = [flag for flag in RESULTS.glob(f"{pattern}/finished.out") if flag.is_file()]
+    return [flag.parent for flag in sorted(flags, key=lambda flag: flag.stat().st_mtime)]
 
 
 def find_checkpoint(run_dir: Path, preferred: str) -> Path:
     for name in (preferred, "last", "best"):
         path = run_dir / "checkpoints" / f"{name}{SUFFIX}"
-        if path.exists():
+        if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+            raise RuntimeError(f"{path} is not a torch checkpoint (truncated or overwritten?)")
+        if path.is_file():
             return path
-    raise SystemExit(f"no checkpoint in {run_dir / 'checkpoints'}")
+    raise RuntimeError(f"it has no checkpoint in {run_dir / 'checkpoints'}: it never finished an epoch")
+
+
+def evaluate_run(run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Test metrics of one run, saved beside it; RuntimeError says why a run cannot be evaluated."""
+    hparams = read_json(run_dir / "hparams.json")
+    if not isinstance(hparams, dict):
+        raise RuntimeError(f"{run_dir / 'hparams.json'} is missing or malformed: is it a run directory?")
+    checkpoint = find_checkpoint(run_dir, args.checkpoint)
+    state = flag_state(run_dir)
+    if state != "finished":
+        print(f"warning: {run_dir.name} has not finished ({state or 'no flag'}): weights from mid-training")
+    print(f"{run_dir.name}: evaluating {checkpoint.relative_to(run_dir)}")
+    # imported here, not at the top: --help and argument errors answer without loading torch
+    from trainers.{{ cookiecutter.task_name }}_trainer import evaluate_checkpoint
+
+    try:
+        metrics = evaluate_checkpoint(checkpoint, argparse.Namespace(**hparams), args)
+    except (OSError, EOFError, KeyError, RuntimeError) as error:  # a truncated or foreign checkpoint
+        raise RuntimeError(f"cannot evaluate {checkpoint}: {type(error).__name__}: {error}") from error
+    write_json(run_dir / "test_metrics.json", {"checkpoint": checkpoint.name, "metrics": metrics})
+    for key, value in sorted(metrics.items()):
+        print(f"  {key:<12} {value:.4f}")
+    return metrics
+
+
+def seed_group(run_name: str) -> str:
+    """The run's name without its ``seed-N`` part: runs that differ only by seed share it."""
+    return "_".join(part for part in run_name.split("_") if not re.fullmatch(r"seed-\d+", part)) or "default"
+
+
+def summary_rows(results: dict[str, dict[str, float]]) -> list[dict[str, object]]:
+    """One row per seed group: n, and the mean and sample standard deviation of each metric."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for name, metrics in sorted(results.items()):
+        groups.setdefault(seed_group(name), []).append(metrics)
+    rows = []
+    for group, members in groups.items():
+        row: dict[str, object] = {"group": group, "n": len(members)}
+        for key in sorted({key for metrics in members for key in metrics}):
+            values = [metrics[key] for metrics in members if key in metrics]
+            row[f"{key}_mean"] = statistics.fmean(values)
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else ""
+        rows.append(row)
+    return rows
+
+
+def describe(row: dict[str, object]) -> str:
+    """``group (n=3): test_acc=0.9250 ± 0.0041, ...``"""
+    parts = []
+    for key, mean in row.items():
+        if key.endswith("_mean"):
+            metric = key.removesuffix("_mean")
+            std = row[f"{metric}_std"]
+            parts.append(f"{metric}={mean:.4f}" + (f" ± {std:.4f}" if std != "" else ""))
+    return f"{row['group']} (n={row['n']}): " + ", ".join(parts)
+
+
+def write_summary(rows: list[dict[str, object]], path: Path) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run_dir = args.run_dir or latest_finished_run(TASK_DIR / "results")
-    checkpoint = find_checkpoint(run_dir, args.checkpoint)
-    hparams = read_json(run_dir / "hparams.json")
-    if not isinstance(hparams, dict):
-        raise SystemExit(f"{run_dir / 'hparams.json'} is missing or malformed: not a run directory?")
-    # imported here, not at the top: --help and argument errors answer without loading torch
-    from trainers.{{ cookiecutter.task_name }}_trainer import evaluate_checkpoint
-
-    metrics = evaluate_checkpoint(checkpoint, argparse.Namespace(**hparams), args)
-    write_json(run_dir / "test_metrics.json", {"checkpoint": checkpoint.name, "metrics": metrics})
-    print(f"{run_dir.name} ({checkpoint.name}):")
-    for key, value in sorted(metrics.items()):
-        print(f"  {key:<12} {value:.4f}")
-    return 0
+    if args.run_dir is not None:
+        runs = [args.run_dir]
+    else:
+        runs = finished_runs(args.match) if args.all else finished_runs()[-1:]
+    if not runs:
+        print(f"no finished run in {RESULTS}: train one first, or pass --run_dir", file=sys.stderr)
+        return 1
+    results, failures = {}, 0
+    for run_dir in runs:
+        if not run_dir.is_dir():
+            print(f"{run_dir} is not a run directory", file=sys.stderr)
+            return 1
+        try:
+            results[run_dir.name] = evaluate_run(run_dir, args)
+        except RuntimeError as error:
+            print(f"{run_dir.name}: {error}", file=sys.stderr)
+            failures += 1
+    if args.all and results:
+        rows = summary_rows(results)
+        write_summary(rows, RESULTS / "test_summary.csv")
+        print(f"\n{len(results)} runs in {len(rows)} seed groups: {RESULTS / 'test_summary.csv'}")
+        for row in rows:
+            print(f"  {describe(row)}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
