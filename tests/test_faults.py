@@ -292,3 +292,66 @@ def test_staging_directories_are_never_committed(tmp_path: Path) -> None:
         ["git", "status", "--porcelain", "--untracked-files=all"], cwd=root, capture_output=True, text=True
     )
     assert transaction.STAGING_PREFIX not in listed.stdout
+
+
+# --- found by an adversarial pass ------------------------------------------------------------
+
+
+def test_recovery_never_touches_another_directory_of_the_same_name(tmp_path: Path) -> None:
+    from conftest import tree_digest
+
+    (tmp_path / "A" / "proj").mkdir(parents=True)
+    (tmp_path / "B").mkdir()
+    other = create_project({"project_name": "proj"}, tmp_path / "B").root
+    before = tree_digest(other)
+    code = KILL_AT.replace('main(["add-task", "doomed"])', 'main(["new", "proj", "--no-input"])').format(
+        module="transaction", function="transaction.os.rename"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code, "5", "before"], cwd=tmp_path / "A", capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL  # half-way through moving files into A/proj
+    finish(dlscaffold("new", "proj", "--no-input", "--force", cwd=tmp_path / "B"))  # recovers in B
+    finish(dlscaffold("add-task", "t2", "--project", str(tmp_path / "A" / "proj"), cwd=tmp_path / "B"))
+    assert tree_digest(other) == before and (other / ".git").is_dir()
+
+
+def test_add_task_whose_record_cannot_be_written_leaves_no_files(
+    new_project, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dlscaffold import files
+
+    root = new_project().root
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / ".dlscaffold.json"))
+
+    monkeypatch.setattr(files, "write_text_atomic", full)
+    result = cli("add-task", "t2", "--project", str(root))
+    assert result.exit_code == 1 and "disk is full" in result.output
+    monkeypatch.undo()
+    assert record(root)["tasks"] == ["task1"]
+    assert_record_matches_disk(root)
+    assert cli("add-task", "t2", "--project", str(root)).exit_code == 0  # nothing left in its way
+
+
+def test_force_into_a_directory_with_files_makes_no_repository(cli, tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    root.mkdir()
+    os.mkfifo(root / "pipe")  # git add would block on it forever
+    result = cli("new", "demo", "--no-input", "--force", "--output-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert not (root / ".git").exists() and "run `git init`" in result.output
+
+
+def test_a_deleted_current_directory_is_said_so(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = "import os, sys; os.rmdir(os.getcwd()); from dlscaffold.cli import main; main(sys.argv[1:])"
+    for command in (["status"], ["new", "x", "--no-input"], ["add-task", "t"]):
+        gone.mkdir(exist_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-c", code, *command], cwd=gone, capture_output=True, text=True
+        )
+        assert result.returncode == 1, result.stderr
+        assert "the current directory no longer exists" in result.stderr and "Traceback" not in result.stderr

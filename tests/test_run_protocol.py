@@ -274,8 +274,9 @@ def test_hostile_files_in_a_run_never_hang_or_traceback(project: Project, tmp_pa
     fifo_flag = project.run_dir("fifo-flag")
     fifo_flag.mkdir(parents=True)
     os.mkfifo(fifo_flag / "failed.out")
-    skipped = run_python([*TRAIN, "--run_name", "fifo-flag"], cwd=project.root, timeout=120)
-    assert skipped.returncode == 0 and "failed before: see failed.out" in skipped.stdout
+    trained = run_python([*TRAIN, "--run_name", "fifo-flag", "--epochs", "1"], cwd=project.root, timeout=120)
+    assert trained.returncode == 0, trained.stdout + trained.stderr  # a FIFO is not a flag: never read
+    assert project.flags("fifo-flag") == ["finished.out"]
 
     fifo_lock = project.run_dir("fifo-lock")
     fifo_lock.mkdir(parents=True)
@@ -290,6 +291,22 @@ def test_hostile_files_in_a_run_never_hang_or_traceback(project: Project, tmp_pa
     assert "cannot set up" in refused.stderr and "Not a directory" in refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
     assert (tmp_path / "a-file").read_text() == "not a directory"
+
+    # a device this machine lacks is an argument error, said before any run directory exists
+    option = ["--accelerator", "gpu"] if project.framework == "lightning" else ["--device", "cuda"]
+    unusable = [option]
+    if project.framework == "pytorch":
+        unusable.append(["--device", "cuda:\u0661"])  # an Arabic-Indic one: a digit to Python only
+    for bad in unusable:
+        refused = run_python([*TRAIN, "--run_name", "no-such-device", *bad], cwd=project.root, timeout=120)
+        if (
+            project.framework == "pytorch"
+            and bad == ["--device", "cuda"]
+            and "CUDA GPU" not in refused.stderr
+        ):
+            continue  # this machine has one
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert not project.run_dir("no-such-device").exists()
 
 
 def test_run_files_follow_the_umask(project: Project) -> None:
@@ -402,4 +419,6 @@ def test_eval_names_what_it_evaluates_and_refuses_what_it_cannot(project: Projec
     grouped = run_python(["experiments/task1/eval.py", "--all", "--match", "reference"], cwd=project.root)
     assert grouped.returncode == 0, grouped.stdout + grouped.stderr
     summary = (project.results / "test_summary.csv").read_text().splitlines()
-    assert summary[0].startswith("group,n,test_acc_mean,test_acc_std") and summary[1].startswith("reference,1,")
+    assert summary[0].startswith("group,n,test_acc_mean,test_acc_std") and summary[1].startswith(
+        "reference,1,"
+    )

@@ -223,3 +223,18 @@ def test_liveness_of_locks_from_this_host_other_hosts_and_slurm(
     assert runs["slurm-running"]["state"] == "running"
     assert runs["slurm-gone"]["state"] == "interrupted"
     assert runs["slurm-gone"]["reason"] == "SLURM job 78 ended (gone) without a flag"
+
+
+def test_directories_in_place_of_files_and_huge_metrics_are_reported(cli, new_project) -> None:
+    root = new_project().root
+    results = root / "experiments" / "task1" / "results"
+    (results / "dir-progress" / "progress.json").mkdir(parents=True)
+    (results / "dir-flag" / "finished.out").mkdir(parents=True)
+    for seed, value in ((0, 1.7e308), (1, -1.7e308), (2, 1.7e308)):
+        write(results / f"huge_seed-{seed}" / "finished.out", {"state": "finished", **progress(1, value)})
+    result = cli("status", str(root), "--json")
+    assert result.exit_code == 0, result.output
+    runs = {run["run"]: run for run in strict_json(result.output)}
+    assert runs["dir-progress"]["reason"] == "progress.json is malformed"
+    assert runs["huge_seed-0"]["group_size"] == 3 and runs["huge_seed-0"]["group_mean"] is None
+    assert cli("status", str(root)).exit_code == 0

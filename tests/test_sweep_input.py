@@ -86,6 +86,8 @@ BAD_SWEEP_FILES = [
     pytest.param(write_text('{"grid": {"seed": [0]}, "grid": {}}'), "'grid' appears twice", id="dup-top"),
     pytest.param(write_text('{"grid": {"seed": [0], "seed": [1]}}'), "'seed' appears twice", id="dup-grid"),
     pytest.param(write_text('{"grid": {"seed": [NaN]}}'), "NaN is not a number", id="nan"),
+    pytest.param(write_text('{"grid": {"seed": ["\\ud800"]}}'), "is not valid text", id="lone-surrogate"),
+    pytest.param(write_text('{"grid": {"seed": [0]}, "args": ["--help"]}'), "--help has no place", id="help"),
     pytest.param(write_text('{"grid": {"dropout": [-Infinity]}}'), "-Infinity is not", id="infinity"),
     pytest.param(write_text('{"grid": {"learning_rate": [1e999]}}'), "not a string or a finite", id="1e999"),
     pytest.param(
@@ -123,6 +125,8 @@ def test_a_bad_sweep_file_is_refused_before_anything_is_written(
 
 BAD_OPTIONS = [
     pytest.param(["--grid", "seed"], "expected NAME=V1,V2", id="no-equals"),
+    pytest.param(["--grid", "help=1"], "--help has no place", id="help"),
+    pytest.param(["--grid", "seed=0", "--", "--run_name", "x\udcff"], "is not valid text", id="undecodable"),
     pytest.param(["--grid", "=1,2"], "not an option name", id="no-name"),
     pytest.param(["--grid", "seed="], "an empty value", id="no-values"),
     pytest.param(["--grid", "seed=0,,1"], "an empty value", id="empty-value"),
@@ -131,7 +135,7 @@ BAD_OPTIONS = [
     pytest.param(["--grid", "lr-max=1"], "not an option name", id="dashed-name"),
     pytest.param(["--grid", "$(id)=1"], "not an option name", id="shell-name"),
     pytest.param(["--grid", "nosuch=1"], "unrecognized arguments: --nosuch 1", id="unknown-option"),
-    pytest.param(["--grid", "learning=0.1"], "has no option --learning", id="abbreviation"),
+    pytest.param(["--grid", "learning=0.1"], "unrecognized arguments: --learning", id="abbreviation"),
     pytest.param(
         ["--grid", "learning_rate=0.01,abc"], "point --learning_rate abc: train.py refuses", id="last-value"
     ),

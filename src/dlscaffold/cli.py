@@ -36,12 +36,25 @@ class _Group(click.Group):
         except OSError as error:  # a read-only directory, a full disk, a file where a directory should be
             from dlscaffold.files import describe_os_error
 
+            if isinstance(error, FileNotFoundError) and error.filename is None:  # os.getcwd()
+                raise click.ClickException(
+                    "the current directory no longer exists; cd to another one"
+                ) from error
             raise click.ClickException(printable(describe_os_error(error))) from error
 
 
 def printable(text: str) -> str:
-    """``text`` safe to print on any terminal: undecodable bytes from file names shown as U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """``text`` safe to print on any terminal: undecodable bytes as U+FFFD, control characters escaped."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(char if char.isprintable() or char == "\n" else repr(char)[1:-1] for char in text)
+
+
+def _here() -> Path:
+    """The current directory, which may have been deleted under the shell."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise DlscaffoldError("the current directory no longer exists; cd to another one") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,7 +117,7 @@ def new(
     interactive = not no_input and _stdin_is_terminal()
     here = name == "."
     if here:
-        name = Path.cwd().name
+        name = _here().name
         if output_dir != Path("."):
             raise click.UsageError("'new .' makes the current directory the project; drop --output-dir")
         _check("project_name", name, what=f"the current directory's name {name!r}")
@@ -169,7 +182,8 @@ def _report_new(result: NewProject, here: bool) -> None:
     elif result.git_problem:
         click.echo(printable(f"warning: no git repository: {result.git_problem}"), err=True)
     task = answers["task_name"]
-    cd = "" if here else f"  cd {shlex.quote(printable(str(result.root)))}\n"
+    root = str(result.root)
+    cd = "" if here or printable(root) != root else f"  cd {shlex.quote(root)}\n"
     click.echo(
         "\nNext:\n"
         f"{cd}"
@@ -200,7 +214,7 @@ def add_task(name: str, project_dir: Path | None, dry_run: bool) -> None:
     from dlscaffold.project import find_project
     from dlscaffold.tasks import add_task as add
 
-    project = find_project(project_dir or Path.cwd(), how_to_name="pass --project DIR")
+    project = find_project(project_dir or _here(), how_to_name="pass --project DIR")
     result = add(project.root, name, dry_run=dry_run)
     verb = "Would add" if dry_run else "Added"
     click.echo(printable(f"{verb} task {name!r} to {project.root}:"))
@@ -229,7 +243,7 @@ def status(project_dir: Path | None, task: str | None, as_json: bool) -> None:
     from dlscaffold.project import find_project
     from dlscaffold.runs import collect_runs, format_table, task_names
 
-    project = find_project(project_dir or Path.cwd(), how_to_name="name it: dlscaffold status DIR")
+    project = find_project(project_dir or _here(), how_to_name="name it: dlscaffold status DIR")
     tasks = task_names(project.root)
     if task is not None and task not in tasks:
         known = ", ".join(tasks) or "none yet"
@@ -241,3 +255,83 @@ def status(project_dir: Path | None, task: str | None, as_json: bool) -> None:
         click.echo(json.dumps([run.to_dict() for run in runs], indent=2, allow_nan=False))
     else:
         click.echo(format_table(runs))
+
+
+@main.command()
+@click.argument("project_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--task", help="Only the runs of this task.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the report into  [default: PROJECT_DIR/reports]",
+)
+def report(project_dir: Path | None, task: str | None, out_dir: Path | None) -> None:
+    """Write a report of the runs: results tables and learning curves.
+
+    Runs that differ only by their seed form a group. report.md shows, per
+    task, each group's mean ± standard deviation over its finished runs, for
+    the main metric and every final metric, and the curves of every run with a
+    history (history.jsonl); results.csv and results.tex (booktabs, for a
+    paper) hold the same table. The plots need matplotlib:
+    pip install "dlscaffold[report]".
+    """
+    from dlscaffold.project import find_project
+    from dlscaffold.report import write_report
+    from dlscaffold.runs import task_names
+
+    project = find_project(project_dir or _here(), how_to_name="name it: dlscaffold report DIR")
+    tasks = task_names(project.root)
+    if task is not None and task not in tasks:
+        known = ", ".join(tasks) or "none yet"
+        raise click.BadParameter(
+            f"the project has no task {task!r} (its tasks: {known})", param_hint="--task"
+        )
+    result = write_report(project.root, out_dir or project.root / "reports", task)
+    if result.runs == 0:
+        click.echo("No runs yet. Train one: python experiments/<task>/train.py")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(printable(f"Wrote {len(result.written)} files:"))
+    for path in result.written:
+        click.echo(printable(f"  {path}"))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    help="largest difference allowed in weights and metrics  [default: 0 (bitwise) for plain PyTorch, "
+    "1e-6 for Lightning]",
+)
+@click.option("--python", help="the Python to train with  [default: the one that trained the run]")
+def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> None:
+    """Train RUN_DIR again from the exact code and command it recorded, and compare.
+
+    \b
+    The code is the snapshot the run took of the project (a git commit under
+    refs/dlscaffold/snapshots/, untracked files included), exported to a temporary
+    directory; the new run lands beside the original as <run>-reproduced-<time>.
+    Nothing of the original run or of your working tree, index or branches changes.
+    Exit code 0 when final metrics and weights match within the tolerance.
+    """
+    from dlscaffold.project import find_project
+    from dlscaffold.reproduce import reproduce as run_again
+
+    project = find_project(run_dir, how_to_name="give a run directory inside a project")
+    if tolerance is None:
+        tolerance = 1e-6 if project.answers.get("framework") == "lightning" else 0.0
+    result = run_again(project, run_dir, tolerance, python)
+    click.echo(f"\nreproduced as {printable(str(result.new_run))} (tolerance {tolerance:g}):")
+    for key, (before, after) in result.metrics.items():
+        click.echo(f"  {key:<16} {before!s:<22} {after!s:<22}")
+    weights = result.weights
+    click.echo(
+        f"  weights: {weights['compared']} tensors, {len(weights['differing'])} differ "
+        f"(largest difference {weights['largest']:.3g}), {len(weights['missing'])} missing"
+    )
+    same = result.metrics_match and result.weights_match
+    click.echo("the run reproduces." if same else "the run does NOT reproduce within the tolerance.")
+    if not same:
+        raise SystemExit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def create_project(
                 with transaction.staging_dir(parent) as staging:
                     render.write(files, context, staging / "project")
                     if want_git:
-                        _first_commit(staging / "project", result)
+                        _first_commit(staging / "project", target, result)
                     os.rename(staging / "project", target)  # the whole project appears at once
                 return result
     with transaction.locked(target):
@@ -93,11 +94,14 @@ def create_project(
         with transaction.staging_dir(target) as staging:
             render.write(files, context, staging)
             if want_git and empty:
-                _first_commit(staging, result)  # moved in with the files: no half repository
-                paths = [*paths, Path(".git")]
+                _first_commit(staging, target, result)  # moved in with the files: no half repository
+                paths = [*paths, Path(".git")] if result.git_initialised else paths
             result.kept = _merge(staging, target, paths)
-        if want_git and not empty and not os.path.lexists(target / ".git"):
-            _first_commit(target, result)  # the user's files are in the first commit too
+    if want_git and not empty and not os.path.lexists(target / ".git"):
+        result.git_problem = (
+            f"{target} already held files, which dlscaffold does not commit for you; "
+            "run `git init` and commit what you want there"
+        )
     return result
 
 
@@ -122,9 +126,13 @@ def _entries(directory: Path) -> list[Path]:
     return [path for path in directory.iterdir() if not path.name.startswith(transaction.STAGING_PREFIX)]
 
 
-def _first_commit(root: Path, result: NewProject) -> None:
-    result.git_problem = git.init_with_first_commit(root, FIRST_COMMIT_MESSAGE)
-    result.git_initialised = result.git_problem is None
+def _first_commit(root: Path, target: Path, result: NewProject) -> None:
+    """``git init`` and commit in the staging directory ``root``; on failure, no half repository is left."""
+    problem = git.init_with_first_commit(root, FIRST_COMMIT_MESSAGE)
+    if problem is not None:
+        shutil.rmtree(root / ".git", ignore_errors=True)
+        result.git_problem = problem.replace(str(root), str(target))  # name where the user will look
+    result.git_initialised = problem is None
 
 
 def _merge(staging: Path, target: Path, files: list[Path]) -> list[Path]:

@@ -29,3 +29,11 @@ class TemplateError(DlscaffoldError):
 
 class BusyError(DlscaffoldError):
     """Another dlscaffold command holds the lock on the directory for too long."""
+
+
+class GitError(DlscaffoldError):
+    """git cannot give what a command needs."""
+
+
+class ReproduceError(DlscaffoldError):
+    """A run cannot be reproduced: no record of its code or command, or the new run failed."""

@@ -35,12 +35,12 @@ def read_text(path: Path, limit: int = MAX_READ_BYTES) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
         raise UnreadableFile(describe_os_error(error, path)) from error
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)  # checked before fdopen, which refuses a directory with an error naming the fd
+        what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else f"is larger than {limit} bytes"
+        raise UnreadableFile(f"{path} {what}")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnreadableFile(f"{path} is not a regular file")
-        if info.st_size > limit:
-            raise UnreadableFile(f"{path} is larger than {limit} bytes")
         try:
             data = handle.read(limit + 1)
         except OSError as error:

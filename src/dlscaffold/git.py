@@ -1,14 +1,19 @@
-"""Put a new project under git, with its generated state as the first commit.
+"""git, as dlscaffold uses it: a new project's first commit, and the code a run recorded.
 
-The run manifest records the commit a run was trained from, so a project that
-starts under version control can reproduce its runs from day one.
+The run manifest records the commit a run was trained from and a snapshot of
+its code, so a project that starts under version control can reproduce its
+runs from day one.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
+
+from dlscaffold.errors import GitError
 
 FALLBACK_IDENTITY = ["-c", "user.name=dlscaffold", "-c", "user.email=dlscaffold@localhost"]
 
@@ -53,3 +58,24 @@ def _reason(result: subprocess.CompletedProcess[str] | None) -> str:
     if result is None:
         return "git could not be run"
     return result.stderr.strip() or f"git exited with {result.returncode}"
+
+
+def export(root: Path, commit: str, destination: Path) -> None:
+    """Write the files of ``commit`` (of the repository holding ``root``) into ``destination``.
+
+    ``git archive`` reads objects only: the repository's index, branches and
+    working tree are left as they are.
+    """
+    check = _git(root, "cat-file", "-e", f"{commit}^{{commit}}")
+    if check is None or check.returncode != 0:
+        raise GitError(f"the repository at {root} has no commit {commit} (was the snapshot ref deleted?)")
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit], cwd=root, capture_output=True, check=False
+        )
+    except OSError as error:
+        raise GitError(f"git could not be run: {error}") from error
+    if archive.returncode != 0:
+        raise GitError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(destination, filter="data")

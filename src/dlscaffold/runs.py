@@ -11,6 +11,7 @@ and reasons are made printable, so a hostile file cannot garble the terminal.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import statistics
@@ -96,11 +97,21 @@ def seed_groups(runs: list[RunStatus]) -> list[SeedGroup]:
     for (task, name), group_runs in members.items():
         values = [run.metric for run in group_runs if run.metric is not None]
         metric_names = {run.metric_name for run in group_runs if run.metric is not None}
-        mean = statistics.fmean(values) if values else None
-        std = statistics.stdev(values) if len(values) > 1 else None
+        mean, std = _mean_and_std(values)
         metric_name = metric_names.pop() if len(metric_names) == 1 else None
         groups.append(SeedGroup(task, name, group_runs, metric_name, mean, std))
     return groups
+
+
+def _mean_and_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation; ``None`` where there are too few values or they overflow."""
+    try:
+        mean = statistics.fmean(values) if values else None
+        std = statistics.stdev(values) if len(values) > 1 else None
+    except (OverflowError, ValueError):  # finite values near 1e308 can still overflow a sum
+        return None, None
+    finite = [value for value in (mean, std) if value is not None]
+    return (mean, std) if all(math.isfinite(value) for value in finite) else (None, None)
 
 
 def _without_seed(run: RunStatus) -> str:
@@ -134,6 +145,8 @@ def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStat
         status.state, status.reason = _lock_state(run_dir / LOCK, jobs or SlurmJobs())
     elif not any((run_dir / name).exists() for name in ("hparams.json", PROGRESS, "checkpoints")):
         status.reason = "no protocol files: not a run, or written by something else"
+    if status.reason is None and os.path.lexists(run_dir / PROGRESS) and not isinstance(progress, dict):
+        status.reason = f"{PROGRESS} is malformed"
     for source in (progress, flag):
         if isinstance(source, dict):
             status.epoch = _int(source.get("epoch"), status.epoch)

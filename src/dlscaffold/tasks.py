@@ -54,7 +54,11 @@ def add_task(
             with transaction.staging_dir(project_root) as staging:
                 render.write(files, context, staging)
                 transaction.move_into(staging, project_root, paths, task=task)
-                project.add_task(task)  # the commit point: from here on a kill keeps the task
+                try:
+                    project.add_task(task)  # the commit point: from here on a kill keeps the task
+                except BaseException:  # a full disk, a Ctrl-C: the files go, as if never added
+                    transaction.undo(staging)
+                    raise
                 transaction.done(staging)
     return NewTask(name=task, project=project, files=paths)
 

@@ -76,9 +76,25 @@ def recover(directory: Path, committed: Callable[[dict[str, Any]], bool] = lambd
     """
     for staging in staging_dirs(directory):
         journal = _read_journal(staging / JOURNAL)
-        if journal is not None and not committed(journal):
+        if journal is not None and _same(Path(journal["destination"]), directory) and not committed(journal):
             _undo(journal)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def undo(staging: Path) -> None:
+    """Take back the moves out of ``staging`` (a step after them failed); call it holding the lock."""
+    journal = _read_journal(staging / JOURNAL)
+    if journal is not None:
+        _undo(journal)
+    done(staging)
+
+
+def _same(path: Path, directory: Path) -> bool:
+    """Whether a journal's destination is the directory being recovered (never some other one)."""
+    try:
+        return path.is_absolute() and os.path.samefile(path, directory)
+    except OSError:
+        return False
 
 
 @contextmanager
@@ -107,7 +123,7 @@ def move_into(staging: Path, destination: Path, paths: list[Path], **note: str) 
         {parent for path in paths for parent in (destination / path).parents if not parent.exists()}
     )
     journal = {
-        "destination": str(destination),
+        "destination": str(destination.absolute()),
         "files": {str(path): _digest(staging / path) for path in paths},
         "dirs": [str(directory) for directory in new_dirs],
         **note,

@@ -64,17 +64,17 @@ def _fsync_directory(directory: Path) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomically write ``data`` as indented, strict JSON (a NaN or infinite number becomes null)."""
-    text = json.dumps(_finite(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    text = json.dumps(finite_values(data), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _finite(value: Any) -> Any:
+def finite_values(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # "NaN" is not JSON: strict readers (jq, browsers, dlscaffold) refuse the file
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite_values(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [finite_values(item) for item in value]
     return value
 
 
@@ -92,10 +92,11 @@ def read_json(path: Path) -> Any:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of blocking
     except OSError:
         return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_READ_BYTES:
+        os.close(fd)  # checked before fdopen, which would raise on a directory
+        return None
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_READ_BYTES:
-            return None
         try:
             return json.loads(handle.read(MAX_READ_BYTES), parse_constant=_not_a_number)
         except (OSError, ValueError, RecursionError):

@@ -57,11 +57,22 @@ def check_name(name: str, where: str) -> str:
     return name
 
 
+def check_text(value: str, where: str) -> str:
+    """Refuse text that is not valid Unicode: lone surrogates (JSON's "\\ud800", or bytes from the
+    command line that are not UTF-8) cannot be passed on to train.py or written to a script."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SweepError(f"{where}: {value!r} is not valid text (undecodable bytes?)") from None
+    return value
+
+
 def check_values(values: list[str], where: str) -> list[str]:
     """Refuse an empty grid, an empty value, and a value given twice (the same run, twice)."""
     if not values:
         raise SweepError(f"{where}: no values")
     for index, value in enumerate(values):
+        check_text(value, where)
         if not value:
             raise SweepError(f"{where}: an empty value")
         if value in values[:index]:
@@ -89,7 +100,7 @@ def read_sweep_file(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     args = content.get("args", [])
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         raise SweepError(f'{path}: \'args\' must be a list of strings, e.g. ["--epochs", "2"]')
-    return grid, args
+    return grid, [check_text(arg, f"{path}: args") for arg in args]
 
 
 def load_json(path: Path) -> Any:

@@ -82,7 +82,7 @@ def launch(
         decision = EXIT_FAILED
     decision = share_from_rank_zero(decision)
     if decision is None:  # a process Lightning started itself, after rank 0 claimed the run
-        decision = "resume" if any(run.checkpoints.glob("last.*")) else "start"
+        decision = "resume" if has_checkpoint(run) else "start"
     if isinstance(decision, int):
         return decision
     run.resuming = decision == "resume"
@@ -139,7 +139,7 @@ def claim(run: Run) -> str | int:
         print(f"[{run.name}] another process took the run first; refusing to start a second copy.")
         return EXIT_LOCKED
     # a run with a checkpoint resumes: interrupted, or killed before it could say so
-    return "resume" if state == "interrupted" or any(run.checkpoints.glob("last.*")) else "start"
+    return "resume" if has_checkpoint(run) else "start"
 
 
 def _not_resumable(run: Run) -> str | None:
@@ -147,9 +147,14 @@ def _not_resumable(run: Run) -> str | None:
     failed = read_json(run.dir / "failed.out")
     if isinstance(failed, dict) and failed.get("diverged"):
         return "its loss diverged, and would again from the same checkpoint"
-    if not any(run.checkpoints.glob("last.*")):
+    if not has_checkpoint(run):
         return "it failed before its first checkpoint"
     return None
+
+
+def has_checkpoint(run: Run) -> bool:
+    """Whether the run has a last checkpoint to resume from (a FIFO or a directory is not one)."""
+    return any(path.is_file() for path in run.checkpoints.glob("last.*"))
 
 
 def share_from_rank_zero(decision: str | int | None) -> str | int | None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from protocol.cluster import slurm_ids
@@ -43,23 +46,55 @@ def update_manifest(
 
 
 def git_state(max_diff_bytes: int = 100_000) -> dict[str, Any]:
-    """Commit, dirtiness and (when small) the diff of the project's git tree."""
-
-    def git(*command: str) -> str:
-        return subprocess.run(
-            ["git", *command], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=60
-        ).stdout
-
+    """Commit, dirtiness, (when small) the diff, and a snapshot of the code exactly as it ran."""
     try:
-        commit = git("rev-parse", "HEAD").strip()
-        diff = git("diff", "HEAD")
-        status = git("status", "--porcelain")
+        status = _git("status", "--porcelain")
+        commit = _git("rev-parse", "--verify", "-q", "HEAD", check=False).strip() or None  # no commit yet
+        diff = _git("diff", "HEAD") if commit else ""
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None}
+        return {"commit": None, "snapshot": None, "note": "not a git repository: the code is not recorded"}
     state: dict[str, Any] = {"commit": commit, "dirty": bool(status.strip())}
     if diff and len(diff) <= max_diff_bytes:
         state["diff"] = diff
+    try:
+        state["snapshot"] = snapshot_code(commit)
+    except (OSError, subprocess.SubprocessError) as error:
+        state["snapshot"], state["note"] = None, f"no snapshot of the code: {error}"
     return state
+
+
+SNAPSHOT_REFS = "refs/dlscaffold/snapshots"
+
+
+def snapshot_code(parent: str | None) -> str:
+    """A commit of the working tree as it is, untracked files included (what .gitignore allows).
+
+    It is built with a temporary index (a copy of the real one, so unchanged files
+    are not hashed again) and kept reachable by a ref of its own under
+    ``refs/dlscaffold/snapshots/``: the user's index, branches, stash and files are
+    never touched. ``git checkout <snapshot>`` or ``dlscaffold reproduce`` restore it.
+    """
+    index = Path(_git("rev-parse", "--git-path", "index").strip())
+    index = index if index.is_absolute() else PROJECT_ROOT / index
+    with tempfile.TemporaryDirectory(prefix="dlscaffold-snapshot-") as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        if index.is_file():
+            shutil.copyfile(index, env["GIT_INDEX_FILE"])
+        _git("add", "--all", env=env)
+        tree = _git("write-tree", env=env).strip()
+    parents = ["-p", parent] if parent else []
+    identity = {"GIT_AUTHOR_NAME": "dlscaffold", "GIT_AUTHOR_EMAIL": "dlscaffold@localhost"}
+    identity |= {"GIT_COMMITTER_NAME": "dlscaffold", "GIT_COMMITTER_EMAIL": "dlscaffold@localhost"}
+    message = "The code of a run, as it ran (dlscaffold snapshot)"
+    snapshot = _git("commit-tree", tree, *parents, "-m", message, env={**os.environ, **identity}).strip()
+    _git("update-ref", f"{SNAPSHOT_REFS}/{snapshot}", snapshot)
+    return snapshot
+
+
+def _git(*command: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    return subprocess.run(
+        ["git", *command], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=check, timeout=60
+    ).stdout
 
 
 def package_versions() -> dict[str, str]:

@@ -5,9 +5,11 @@ A run lives in ``experiments/<task>/results/<run>/``::
     hparams.json      the hyperparameters that define it, defaults included: its identity
     manifest.json     how to reproduce it: command, seed, git state, versions, history
     progress.json     epoch, step and metrics of the last completed epoch
+    history.jsonl     one JSON line per completed epoch: the learning curves
     logs/             tracker output
     checkpoints/      last and best checkpoints
-    run.lock          present while a process trains it: pid and host
+    run.lock          present while a process trains it: host, pid, start time, SLURM job;
+                      touched every 30 s (a heartbeat other hosts can read)
     finished.out      completed: final metrics and duration       (at most one
     interrupted.out   stopped by a signal, or found dead: resume    of these three
     failed.out        an exception or a diverged loss: why          at a time)
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol.files import now, read_json, write_json
+from protocol.files import finite_values, now, read_json, write_json
 
 FLAGS = ("finished.out", "interrupted.out", "failed.out")
 
@@ -58,17 +61,43 @@ class Run:
         print(f"\n[{self.name}] {signal_name} received: stopping at the next safe point.")
 
     def record_progress(self, epoch: int, step: int, metrics: dict[str, float], main_metric: str) -> None:
-        """Write what the last completed epoch achieved, for ``dlscaffold status`` and sweeps."""
+        """Write what the last completed epoch achieved, for ``dlscaffold status``, reports and sweeps.
+
+        ``progress.json`` holds the last epoch; ``history.jsonl`` gains one line per
+        epoch. A resumed run replays epochs, so an epoch may appear twice: the last
+        line for it wins.
+        """
+        stamp = now()
         write_json(
             self.dir / "progress.json",
-            {"epoch": epoch, "step": step, "metrics": metrics, "main_metric": main_metric, "time": now()},
+            {"epoch": epoch, "step": step, "metrics": metrics, "main_metric": main_metric, "time": stamp},
         )
+        entry = {"epoch": epoch, "step": step, "time": stamp, "metrics": metrics}
+        append_json_line(self.dir / "history.jsonl", entry)
+
+
+def append_json_line(path: Path, data: dict[str, Any]) -> None:
+    """Append ``data`` to ``path`` as one line of strict JSON (a NaN or infinite number becomes null).
+
+    One ``os.write`` on an O_APPEND descriptor: the line lands whole at the end
+    of the file, even with readers about; a kill leaves at most a partial last
+    line, which readers skip. Cheaper than rewriting the file every epoch.
+    """
+    line = json.dumps(finite_values(data), default=str, allow_nan=False) + "\n"
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)  # 0666 less the umask
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = "\n" + line  # end a line a kill cut short, so that this one stays whole
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
 
 
 def flag_state(run_dir: Path) -> str | None:
     """``finished``, ``interrupted``, ``failed`` or ``None``, from the flag file present."""
     for flag in FLAGS:
-        if (run_dir / flag).exists():
+        if (run_dir / flag).is_file():  # a directory or a FIFO under that name is not a flag
             return flag.removesuffix(".out")
     return None
 

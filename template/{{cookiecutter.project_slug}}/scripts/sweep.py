@@ -49,7 +49,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from protocol.files import load_experiment_script, read_json
-from protocol.grid import SweepError, build_grid, one_line
+from protocol.grid import SweepError, build_grid, check_text, one_line
 from protocol.lock import live_owner
 from protocol.naming import run_name
 from protocol.options import non_negative_int, positive_int
@@ -185,11 +185,11 @@ def parse_point(parser: argparse.ArgumentParser, args: list[str], label: str) ->
     """train.py's parsing of one point, its complaint (usage, then "error: ...") turned into one line."""
     complaint = io.StringIO()
     try:
-        with contextlib.redirect_stderr(complaint):
+        with contextlib.redirect_stderr(complaint), contextlib.redirect_stdout(complaint):
             return parser.parse_args(args)
     except SystemExit as stop:
-        if not stop.code:  # --help among the arguments: train.py printed it
-            raise
+        if not stop.code:  # train.py printed its help and would exit 0: not a run
+            raise SweepError(f"{label}: --help has no place in a sweep (see train.py --help)") from None
         text = complaint.getvalue().strip()
         message = text.partition(": error: ")[2] or text
         raise SweepError(f"{label}: train.py refuses it: {message}") from None
@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[:split])
     train_args = argv[split + 1 :]
     try:  # everything is checked before anything runs or is written
+        train_args = [check_text(arg, "the train.py options after --") for arg in train_args]
         grid, extra = build_grid(args.grid, args.sweep_file)
         points = expand(args.task, grid, [*extra, *train_args])
         if args.slurm:

@@ -41,6 +41,17 @@ def quiet_lightning() -> Iterator[None]:
         yield
 
 
+def accelerator_problem(name: str) -> str | None:
+    """Why ``--accelerator name`` cannot be used on this machine, if it cannot."""
+    import torch
+
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        return f"--accelerator {name}: no CUDA GPU is available here (use auto or cpu)"
+    if name == "mps" and not torch.backends.mps.is_available():
+        return f"--accelerator {name}: MPS is not available here (use auto or cpu)"
+    return None
+
+
 def fit(
     run: Run, module: pl.LightningModule, datamodule: pl.LightningDataModule, *, main_metric: str, mode: str
 ) -> dict[str, float]:

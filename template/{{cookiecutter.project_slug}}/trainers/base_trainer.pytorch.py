@@ -46,6 +46,18 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def device_problem(name: str) -> str | None:
+    """Why ``--device name`` cannot be used on this machine, if it cannot."""
+    kind, _, index = name.partition(":")
+    if kind == "cuda" and not torch.cuda.is_available():
+        return f"--device {name}: no CUDA GPU is available here (use auto or cpu)"
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        return f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPUs"
+    if kind == "mps" and not torch.backends.mps.is_available():
+        return f"--device {name}: MPS is not available here (use auto or cpu)"
+    return None
+
+
 def select_device(name: str) -> torch.device:
     """``auto``: this process's GPU under torchrun, else the first GPU, else MPS, else the CPU."""
     if name != "auto":

@@ -25,7 +25,7 @@ from pathlib import Path
 TASK_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TASK_DIR.parents[1]))  # the project root: makes `protocol`, `trainers` importable
 
-from protocol.files import atomic_write_bytes, read_json, write_json
+from protocol.files import atomic_write_bytes, describe_os_error, read_json, write_json
 from protocol.options import {{ 'HelpFormatter, device_name' if cookiecutter.framework == 'pytorch' else 'HelpFormatter' }}
 from protocol.rundir import flag_state
 
@@ -34,7 +34,8 @@ RESULTS = TASK_DIR / "results"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    # allow_abbrev=False: --device must not quietly mean --devices, nor --lr --learning_rate
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter, allow_abbrev=False)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run_dir", type=Path, help="the run to evaluate; None: the latest finished one")
     which.add_argument("--all", action="store_true", help="every finished run, summarised by seed group")
@@ -80,9 +81,12 @@ def evaluate_run(run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
 
     try:
         metrics = evaluate_checkpoint(checkpoint, argparse.Namespace(**hparams), args)
-    except (OSError, EOFError, KeyError, RuntimeError) as error:  # a truncated or foreign checkpoint
-        raise RuntimeError(f"cannot evaluate {checkpoint}: {type(error).__name__}: {error}") from error
-    write_json(run_dir / "test_metrics.json", {"checkpoint": checkpoint.name, "metrics": metrics})
+    except Exception as error:  # a foreign checkpoint, hparams.json edited by hand, a model changed since
+        raise RuntimeError(f"cannot evaluate {checkpoint.name}: {type(error).__name__}: {error}") from error
+    try:
+        write_json(run_dir / "test_metrics.json", {"checkpoint": checkpoint.name, "metrics": metrics})
+    except OSError as error:
+        raise RuntimeError(f"cannot save its test metrics: {describe_os_error(error)}") from error
     for key, value in sorted(metrics.items()):
         print(f"  {key:<12} {value:.4f}")
     return metrics

@@ -40,7 +40,8 @@ HPARAMS = ["learning_rate", "batch_size", "epochs", "hidden_size", "depth", "dro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    # allow_abbrev=False: --device must not quietly mean --devices, nor --lr --learning_rate
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter, allow_abbrev=False)
     hparams = parser.add_argument_group("hyperparameters (they name the run)")
     hparams.add_argument("--learning_rate", type=positive_float, default=1e-3, help="AdamW step size")
     hparams.add_argument("--batch_size", type=positive_int, default=32, help="examples per step")
@@ -77,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # imported here, not at the top: scripts/sweep.py reads build_parser() without loading torch
+    from trainers import base_trainer
     from trainers.{{ cookiecutter.task_name }}_trainer import train
 
+    problem = base_trainer.accelerator_problem(args.accelerator)
+    if problem:  # said now, before a run directory exists, not as a failed run
+        parser.error(problem)
     return launch(TASK_DIR, args, parser, HPARAMS, train)
 
 

@@ -40,7 +40,8 @@ HPARAMS = ["learning_rate", "batch_size", "epochs", "hidden_size", "depth", "dro
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    # allow_abbrev=False: --device must not quietly mean --devices, nor --lr --learning_rate
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter, allow_abbrev=False)
     hparams = parser.add_argument_group("hyperparameters (they name the run)")
     hparams.add_argument("--learning_rate", type=positive_float, default=1e-3, help="AdamW step size")
     hparams.add_argument("--batch_size", type=positive_int, default=32, help="examples per step")
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainers import base_trainer
     from trainers.{{ cookiecutter.task_name }}_trainer import train
 
+    problem = base_trainer.device_problem(args.device)
+    if problem:  # said now, before a run directory exists, not as a failed run
+        parser.error(problem)
     with base_trainer.distributed(args.device):  # joins the process group under torchrun; nothing otherwise
         return launch(TASK_DIR, args, parser, HPARAMS, train)
 
