@@ -48,7 +48,7 @@ def without_snapshot(root: Path) -> None:
 
 
 def row(label: str, ours: str, theirs: str, ratio: float) -> None:
-    print(f"{label:<44}{ours:>12}{theirs:>12}{ratio:>8.2f}x")
+    print(f"{label:<58}{ours:>12}{theirs:>12}{ratio:>8.2f}x")
 
 
 def make_dirty(root: Path) -> None:
@@ -71,7 +71,7 @@ def main() -> None:
         root = create_project({"project_name": "bench", "framework": "pytorch"}, Path(scratch)).root
         sys.path.insert(0, str(root))
         manifest = importlib.import_module("protocol.manifest")
-        print(f"{'measure':<44}{'dlscaffold':>12}{'baseline':>12}{'ratio':>9}")
+        print(f"{'measure':<58}{'dlscaffold':>12}{'baseline':>12}{'ratio':>9}")
         for label in ("clean tree", "50 changed + 50 untracked files"):
             if label != "clean tree":
                 make_dirty(root)

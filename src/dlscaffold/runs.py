@@ -214,6 +214,8 @@ MAX_SHOWN = 200
 
 def _printable(text: str) -> str:
     """One line of plain text: undecodable bytes as U+FFFD, control characters escaped, long text cut."""
+    if text.isprintable() and len(text) <= MAX_SHOWN:  # nearly always: no copy
+        return text
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
