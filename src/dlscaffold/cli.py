@@ -49,6 +49,18 @@ def printable(text: str) -> str:
     return "".join(char if char.isprintable() or char == "\n" else repr(char)[1:-1] for char in text)
 
 
+def _check_task(project_root: Path, task: str | None) -> None:
+    """Refuse ``--task`` naming a task the project does not have, listing those it has."""
+    from dlscaffold.runs import task_names
+
+    tasks = task_names(project_root)
+    if task is not None and task not in tasks:
+        known = ", ".join(tasks) or "none yet"
+        raise click.BadParameter(
+            f"the project has no task {task!r} (its tasks: {known})", param_hint="--task"
+        )
+
+
 def _here() -> Path:
     """The current directory, which may have been deleted under the shell."""
     try:
@@ -241,15 +253,10 @@ def status(project_dir: Path | None, task: str | None, as_json: bool) -> None:
     import json
 
     from dlscaffold.project import find_project
-    from dlscaffold.runs import collect_runs, format_table, task_names
+    from dlscaffold.runs import collect_runs, format_table
 
     project = find_project(project_dir or _here(), how_to_name="name it: dlscaffold status DIR")
-    tasks = task_names(project.root)
-    if task is not None and task not in tasks:
-        known = ", ".join(tasks) or "none yet"
-        raise click.BadParameter(
-            f"the project has no task {task!r} (its tasks: {known})", param_hint="--task"
-        )
+    _check_task(project.root, task)
     runs = collect_runs(project.root, task)
     if as_json:
         click.echo(json.dumps([run.to_dict() for run in runs], indent=2, allow_nan=False))
@@ -278,15 +285,9 @@ def report(project_dir: Path | None, task: str | None, out_dir: Path | None) -> 
     """
     from dlscaffold.project import find_project
     from dlscaffold.report import write_report
-    from dlscaffold.runs import task_names
 
     project = find_project(project_dir or _here(), how_to_name="name it: dlscaffold report DIR")
-    tasks = task_names(project.root)
-    if task is not None and task not in tasks:
-        known = ", ".join(tasks) or "none yet"
-        raise click.BadParameter(
-            f"the project has no task {task!r} (its tasks: {known})", param_hint="--task"
-        )
+    _check_task(project.root, task)
     result = write_report(project.root, out_dir or project.root / "reports", task)
     if result.runs == 0:
         click.echo("No runs yet. Train one: python experiments/<task>/train.py")

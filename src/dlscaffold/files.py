@@ -86,14 +86,19 @@ def finite_number(value: Any) -> float | None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one rename, after the data is on disk."""
+    """Replace ``path`` with ``text`` (UTF-8) in one rename, after the data is on disk."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one rename, after the data is on disk."""
     fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             umask = os.umask(0o022)
             os.umask(umask)
             os.fchmod(handle.fileno(), 0o666 & ~umask)  # as any file the user creates, not mkstemp's 0600
-            handle.write(text)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(draft, path)

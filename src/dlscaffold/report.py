@@ -25,7 +25,6 @@ import json
 import os
 import re
 import statistics
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -475,7 +474,7 @@ def write_plots(tasks: list[TaskReport], out_dir: Path) -> list[Path] | None:
             with warnings.catch_warnings():  # a glyph the font lacks: drawn as a box, not worth a warning
                 warnings.simplefilter("ignore")
                 figure.savefig(buffer, format="png", dpi=110)
-            _write_bytes_atomic(path, buffer.getvalue())
+            files.write_bytes_atomic(path, buffer.getvalue())
             report.plots[metric] = path.name
             written.append(path)
     return written
@@ -514,20 +513,3 @@ def _png_name(task: str, metric: str, taken: set[str]) -> str:
         name, suffix = f"{stem}-{suffix}.png", suffix + 1
     taken.add(name)
     return name
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename, after the data is on disk (write_text_atomic's way)."""
-    fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.fchmod(handle.fileno(), 0o666 & ~umask)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(draft, path)
-    except BaseException:
-        Path(draft).unlink(missing_ok=True)
-        raise

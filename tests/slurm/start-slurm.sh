@@ -2,7 +2,7 @@
 # Start a private one-node SLURM cluster on 127.0.0.1 for the tests (Debian, as root, no systemd).
 # Installs slurmctld, slurmd, the client tools and munge when missing (exit 3 when that needs
 # apt-get and there is none); installing them is the only change made outside SLURM_BASE:
-# /etc/slurm, /etc/munge, /run/munge and /var/log are left alone, so a SLURM already set up on
+# the system configuration, munge state and logs are left alone, so a SLURM already set up on
 # the machine keeps working. Everything lives in SLURM_BASE (default /tmp/dls-slurm; keep it
 # short, munged's socket path must stay under 108 bytes): slurm.conf (daemons take -f, clients
 # read SLURM_CONF), a munged of its own (key, socket, pid, log, seed), state, spool, logs and
@@ -61,7 +61,7 @@ munge -S "$SOCKET" -n | unmunge -S "$SOCKET" >/dev/null || fail "munge does not 
 host=$(hostname -s)
 node=$(slurmd -C | head -1 | sed 's/^NodeName=[^ ]* //; s/ UpTime=.*//')   # CPUs=.. Boards=.. RealMemory=..
 if ! running "$RUN/slurmctld.pid" slurmctld; then
-  : >"$BASE/plugstack.conf"   # no SPANK plugins, and not those of /etc/slurm
+  : >"$BASE/plugstack.conf"   # no SPANK plugins, and not the system's
   cat >"$CONF" <<CONF
 # written by the dlscaffold tests (tests/slurm/start-slurm.sh): a private cluster
 ClusterName=dlscaffold
