@@ -170,7 +170,10 @@ def test_names_are_escaped_for_latex_and_markdown(cli, new_project) -> None:
     add_run(results, "a%b&c#d$e{f}g~h^i\\j|k`l_seed-0", 0.5, 1.0)
     assert cli("report", str(root)).exit_code == 0
     latex = (root / "reports" / "results.tex").read_text()
-    escaped = "a\\%b\\&c\\#d\\$e\\{f\\}g\\textasciitilde{}h\\textasciicircum{}i\\textbackslash{}j|k`l"
+    escaped = (
+        "a\\%b\\&c\\#d\\$e\\{f\\}g\\textasciitilde{}h\\textasciicircum{}i\\textbackslash{}j"
+        "\\textbar{}k\\textasciigrave{}l"
+    )
     assert escaped in latex
     markdown = (root / "reports" / "report.md").read_text()
     assert "| ``a%b&c#d$e{f}g~h^i\\j\\|k`l`` | 1 | 0.5000 | 1.0000 |" in markdown

@@ -76,3 +76,33 @@ def test_reproduce_refuses_a_run_it_cannot_rebuild(tmp_path: Path) -> None:
     result = run_cli("reproduce", str(run_dir))
     assert result.exit_code == 1
     assert "recorded no snapshot of its code (not a git repository" in result.output
+
+
+def test_a_run_started_inside_its_task_directory_and_a_tampered_best_checkpoint(tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    from dlscaffold.create import create_project
+
+    root = create_project({"project_name": "tamper", "framework": "pytorch"}, tmp_path).root
+    trained = run_python(["train.py", *TRAIN[1:], "--epochs", "2"], cwd=root / "experiments" / "task1")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    run_dir = next((root / "experiments" / "task1" / "results").iterdir())
+    honest = run_cli("reproduce", str(run_dir))
+    assert honest.exit_code == 0 and "the run reproduces." in honest.output, honest.output
+
+    tampered = run_dir.with_name("tampered")
+    shutil.copytree(run_dir, tampered)
+    best = tampered / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first].clone().fill_(float("nan"))  # NaN hides no difference
+    torch.save(state, best)
+    caught = run_cli("reproduce", str(tampered))
+    assert caught.exit_code == 1 and "does NOT reproduce" in caught.output, caught.output
+    assert "largest difference inf" in caught.output
+
+    (tampered / "manifest.json").write_text('{"command": ["python", "train.py"], "git": "not an object"}')
+    malformed = run_cli("reproduce", str(tampered))
+    assert malformed.exit_code == 1 and "recorded no snapshot" in malformed.output

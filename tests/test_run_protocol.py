@@ -416,6 +416,15 @@ def test_eval_names_what_it_evaluates_and_refuses_what_it_cannot(project: Projec
     for result in (broken, empty):
         assert "Traceback" not in result.stdout + result.stderr
 
+    for seed, rate in ((0, 0.001), (1, 0.001), (2, 0.01)):  # alike names, one other configuration
+        copy = project.run_dir(f"cfg_seed-{seed}")
+        shutil.copytree(project.run_dir("reference"), copy)
+        hparams = json.loads((copy / "hparams.json").read_text())
+        (copy / "hparams.json").write_text(json.dumps({**hparams, "learning_rate": rate, "seed": seed}))
+    configs = run_python(["experiments/task1/eval.py", "--all", "--match", "cfg_*"], cwd=project.root)
+    assert configs.returncode == 0, configs.stdout + configs.stderr
+    assert "3 runs in 2 seed groups" in configs.stdout and "cfg (n=2)" in configs.stdout
+
     grouped = run_python(["experiments/task1/eval.py", "--all", "--match", "reference"], cwd=project.root)
     assert grouped.returncode == 0, grouped.stdout + grouped.stderr
     summary = (project.results / "test_summary.csv").read_text().splitlines()

@@ -238,3 +238,16 @@ def test_directories_in_place_of_files_and_huge_metrics_are_reported(cli, new_pr
     assert runs["dir-progress"]["reason"] == "progress.json is malformed"
     assert runs["huge_seed-0"]["group_size"] == 3 and runs["huge_seed-0"]["group_mean"] is None
     assert cli("status", str(root)).exit_code == 0
+
+
+def test_runs_named_alike_with_other_hyperparameters_are_not_grouped(cli, new_project) -> None:
+    root = new_project().root
+    results = root / "experiments" / "task1" / "results"
+    for name, rate, value in (("foo_seed-0", 0.1, 0.5), ("foo_seed-1", 0.1, 0.7), ("foo_seed-2", 0.01, 0.9)):
+        write(results / name / "finished.out", {"state": "finished", **progress(1, value)})
+        write(results / name / "hparams.json", {"learning_rate": rate, "seed": int(name[-1])})
+    runs = {run["run"]: run for run in json.loads(cli("status", str(root), "--json").output)}
+    assert runs["foo_seed-0"]["group_size"] == 2 and runs["foo_seed-0"]["group_mean"] == pytest.approx(0.6)
+    assert (
+        runs["foo_seed-2"]["group_size"] == 1 and runs["foo_seed-2"]["group"] != runs["foo_seed-0"]["group"]
+    )

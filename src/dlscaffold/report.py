@@ -398,6 +398,11 @@ LATEX_SPECIAL: dict[str, str | int | None] = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    # not special, but the default OT1 font prints other glyphs for these
+    "|": r"\textbar{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "`": r"\textasciigrave{}",
 }
 
 

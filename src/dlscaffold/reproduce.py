@@ -48,7 +48,10 @@ def load(path):
     return dict(tensors(state.get("state_dict", state)))
 ours, theirs = load(sys.argv[1]), load(sys.argv[2])
 differing = [k for k in ours if k in theirs and not torch.equal(ours[k], theirs[k])]
-largest = max((float((ours[k].double() - theirs[k].double()).abs().max()) for k in differing), default=0.0)
+def gap(a, b):  # a NaN on either side is an infinite difference, never a small one
+    d = (a.double() - b.double()).abs()
+    return float("inf") if d.isnan().any() else float(d.max()) if d.numel() else 0.0
+largest = max((gap(ours[k], theirs[k]) for k in differing), default=0.0)
 missing = sorted(set(ours) ^ set(theirs))
 print(json.dumps({"compared": len(ours), "differing": differing, "largest": largest, "missing": missing}))
 """
@@ -79,36 +82,74 @@ def reproduce(
     run_dir = run_dir.resolve()
     manifest = _read(run_dir / "manifest.json", "its manifest")
     finished = _read(run_dir / "finished.out", "finished.out (only a finished run can be compared)")
-    command, snapshot = manifest.get("command"), (manifest.get("git") or {}).get("snapshot")
+    command, recorded = manifest.get("command"), manifest.get("git")
     if not (isinstance(command, list) and len(command) >= 2 and all(isinstance(arg, str) for arg in command)):
         raise ReproduceError(f"{run_dir / 'manifest.json'} records no command")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    snapshot = _one_snapshot(manifest, recorded.get("snapshot"))
     if not isinstance(snapshot, str):
-        note = (manifest.get("git") or {}).get("note") or "it predates code snapshots"
+        note = recorded.get("note") or "it predates code snapshots"
         raise ReproduceError(
             f"{run_dir.name} recorded no snapshot of its code ({note}); nothing to rebuild from"
         )
     repository = git.repository_of(project.root)
     if repository is None:
         raise ReproduceError(f"{project.root} is not in a git repository: its snapshots are gone")
-    script = _script(command[1], project.root)
+    script = _script(command[1], run_dir)
     interpreter = python or (command[0] if Path(command[0]).exists() else sys.executable)
-    name = _new_name(run_dir.name)
+    new_run = run_dir.parent / _new_name(run_dir)
     with tempfile.TemporaryDirectory(prefix="dlscaffold-reproduce-") as scratch:
         code = Path(scratch) / "code"
         git.export(Path(repository), snapshot, code)
         root = code / project.root.resolve().relative_to(Path(repository).resolve())
+        if not (root / script).resolve().is_relative_to(root.resolve()) or not (root / script).is_file():
+            raise ReproduceError(f"the snapshot has no {script}: was the manifest's command edited?")
         _share_data(root, project.root)
-        args = [*_run_options_removed(command[2:]), "--run_name", name, "--results_dir", str(run_dir.parent)]
-        print(f"reproducing {run_dir.name} from snapshot {snapshot[:12]} as {name}", flush=True)
-        trained = subprocess.run([interpreter, str(root / script), *args], cwd=root, check=False)
-    new_run = run_dir.parent / name
+        args = [
+            *_run_options_removed(command[2:]),
+            "--run_name",
+            new_run.name,
+            "--results_dir",
+            str(run_dir.parent),
+        ]
+        print(f"reproducing {run_dir.name} from snapshot {snapshot[:12]} as {new_run.name}", flush=True)
+        try:
+            trained = subprocess.run([interpreter, str(root / script), *args], cwd=root, check=False)
+        except KeyboardInterrupt:
+            shutil.rmtree(new_run, ignore_errors=True)  # half a reproduction proves nothing: leave none
+            raise
     if trained.returncode != 0 or not (new_run / "finished.out").is_file():
-        raise ReproduceError(f"the reproduction did not finish (exit {trained.returncode}); see {new_run}")
+        where = f"; see {new_run}" if new_run.exists() else ""
+        raise ReproduceError(f"the reproduction did not finish (exit {trained.returncode}){where}")
     comparison = Comparison(new_run=new_run, tolerance=tolerance)
     again = _read(new_run / "finished.out", "the reproduction's finished.out")
     comparison.metrics = _metric_pairs(finished.get("metrics"), again.get("metrics"))
-    comparison.weights = _compare_weights(interpreter, _last_checkpoint(run_dir), _last_checkpoint(new_run))
+    comparison.weights = {"compared": 0, "differing": [], "largest": 0.0, "missing": []}
+    for kind in ("last", "best"):  # the final weights, and those eval.py evaluates
+        ours, theirs = _checkpoint(run_dir, kind), _checkpoint(new_run, kind)
+        if ours is None and kind == "best":
+            continue
+        if ours is None or theirs is None:
+            raise ReproduceError(f"{run_dir.name} or its reproduction has no {kind} checkpoint to compare")
+        found = _compare_weights(interpreter, ours, theirs)
+        comparison.weights["compared"] += found["compared"]
+        comparison.weights["differing"] += [f"{kind}:{key}" for key in found["differing"]]
+        comparison.weights["missing"] += [f"{kind}:{key}" for key in found["missing"]]
+        comparison.weights["largest"] = max(comparison.weights["largest"], found["largest"])
     return comparison
+
+
+def _one_snapshot(manifest: dict[str, Any], last: Any) -> Any:
+    """The snapshot the run trained with; refused when a resume ran other code than the start."""
+    history = manifest.get("history") if isinstance(manifest.get("history"), list) else []
+    used = {entry.get("snapshot") for entry in history if isinstance(entry, dict) and entry.get("snapshot")}
+    if len(used) > 1:
+        shown = ", ".join(sorted(str(snapshot)[:12] for snapshot in used))
+        raise ReproduceError(
+            f"the run was resumed under other code than it started with ({shown}): "
+            "no one snapshot can reproduce it"
+        )
+    return used.pop() if used else last
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:
@@ -121,19 +162,28 @@ def _read(path: Path, what: str) -> dict[str, Any]:
     return content
 
 
-def _script(recorded: str, project_root: Path) -> Path:
-    """The recorded train.py, relative to the project root (it ran from an absolute path there)."""
+def _script(recorded: str, run_dir: Path) -> Path:
+    """The recorded train.py, relative to the project root: ``experiments/<task>/train.py``."""
     path = Path(recorded)
+    if path.name != "train.py":
+        raise ReproduceError(f"the recorded command does not run a train.py: {recorded}")
     parts = path.parts
-    if "experiments" not in parts or path.name != "train.py":
-        raise ReproduceError(f"the recorded command does not run an experiments/<task>/train.py: {recorded}")
-    index = len(parts) - 1 - parts[::-1].index("experiments")
-    return Path(*parts[index:])
+    if "experiments" in parts:
+        index = len(parts) - 1 - parts[::-1].index("experiments")
+        return Path(*parts[index:])
+    if run_dir.parent.name == "results":  # launched from inside the task's directory: `python train.py`
+        return Path("experiments", run_dir.parent.parent.name, "train.py")
+    raise ReproduceError(f"cannot tell which task's train.py {recorded} is")
 
 
-def _new_name(original: str) -> str:
-    suffix = f"-reproduced-{time.strftime('%Y%m%d-%H%M%S')}"
-    return original[: MAX_RUN_NAME - len(suffix)] + suffix
+def _new_name(run_dir: Path) -> str:
+    """``<run>-reproduced-<time>``, unique beside ``run_dir``."""
+    stem = f"{run_dir.name[: MAX_RUN_NAME - 32]}-reproduced-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, count = stem, 1
+    while (run_dir.parent / name).exists():
+        count += 1
+        name = f"{stem}-{count}"
+    return name
 
 
 def _run_options_removed(args: list[str]) -> list[str]:
@@ -175,11 +225,11 @@ def _close(before: float | None, after: float | None, tolerance: float) -> bool:
     return math.isclose(before, after, rel_tol=tolerance, abs_tol=tolerance)
 
 
-def _last_checkpoint(run_dir: Path) -> Path:
-    for name in ("last.pt", "last.ckpt"):
-        if (run_dir / "checkpoints" / name).is_file():
-            return run_dir / "checkpoints" / name
-    raise ReproduceError(f"{run_dir} has no last checkpoint to compare")
+def _checkpoint(run_dir: Path, kind: str) -> Path | None:
+    for suffix in (".pt", ".ckpt"):
+        if (run_dir / "checkpoints" / f"{kind}{suffix}").is_file():
+            return run_dir / "checkpoints" / f"{kind}{suffix}"
+    return None
 
 
 def _compare_weights(interpreter: str, ours: Path, theirs: Path) -> dict[str, Any]:

@@ -11,12 +11,13 @@ and reasons are made printable, so a hostile file cannot garble the terminal.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,12 @@ class RunStatus:
     group_size: int = 1
     group_mean: float | None = None
     group_std: float | None = None
+    config: str = field(default="", repr=False)  # hparams.json without the seed, as canonical JSON
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        shown = asdict(self)
+        del shown["config"]
+        return shown
 
 
 @dataclass
@@ -91,10 +95,15 @@ def seed_groups(runs: list[RunStatus]) -> list[SeedGroup]:
     the metric; it is ``None`` for fewer than two.
     """
     members: dict[tuple[str, str], list[RunStatus]] = {}
-    for run in runs:
-        members.setdefault((run.task, _without_seed(run)), []).append(run)
+    for run in runs:  # the same hyperparameters but the seed (by name for runs without hparams.json)
+        members.setdefault((run.task, run.config or f"name:{_without_seed(run)}"), []).append(run)
     groups = []
-    for (task, name), group_runs in members.items():
+    names: set[tuple[str, str]] = set()
+    for (task, _), group_runs in members.items():
+        name = _without_seed(group_runs[0])
+        while (task, name) in names:  # two configurations whose runs were named alike (--run_name)
+            name += "'"
+        names.add((task, name))
         values = [run.metric for run in group_runs if run.metric is not None]
         metric_names = {run.metric_name for run in group_runs if run.metric is not None}
         mean, std = _mean_and_std(values)
@@ -152,6 +161,11 @@ def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStat
             status.epoch = _int(source.get("epoch"), status.epoch)
             status.step = _int(source.get("step"), status.step)
             _take_metric(status, source)
+    hparams = _read_json(run_dir / "hparams.json")
+    if isinstance(hparams, dict) and hparams:  # an empty one tells nothing: grouped by name then
+        status.config = json.dumps(
+            {key: value for key, value in hparams.items() if key != "seed"}, sort_keys=True
+        )
     status.updated = _last_update(run_dir, flag_name)
     return status
 

@@ -98,7 +98,7 @@ def live_owner(run_dir: Path) -> str | None:
         silent = time.time() - (run_dir / LOCK).stat().st_mtime
     except OSError:
         return None
-    if silent > STALE_S:
+    if abs(silent) > STALE_S:  # silent, or touched "in the future" by a host whose clock is wrong
         return None
     return f"pid {pid} on {host}"
 

@@ -28,7 +28,7 @@ def update_manifest(
         manifest = read_json(run.dir / "manifest.json")
         manifest = manifest if isinstance(manifest, dict) else {}
         manifest.update(
-            command=[sys.executable, *sys.argv],
+            command=[sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:]],
             hparams=run.hparams,
             seed=run.hparams.get("seed"),
             git=git_state(),
@@ -39,6 +39,8 @@ def update_manifest(
         if not isinstance(manifest.get("history"), list):
             manifest["history"] = []
     entry = {"event": event, "time": now(), "pid": os.getpid(), "host": socket.gethostname()}
+    if event in ("start", "resume"):  # a resume may run other code than the start did
+        entry["snapshot"] = manifest["git"].get("snapshot")
     slurm = slurm_ids()
     manifest["history"].append({**entry, **({"slurm": slurm} if slurm else {}), **details})
     write_json(run.dir / "manifest.json", manifest)
@@ -48,10 +50,12 @@ def update_manifest(
 def git_state(max_diff_bytes: int = 100_000) -> dict[str, Any]:
     """Commit, dirtiness, (when small) the diff, and a snapshot of the code exactly as it ran."""
     try:
-        status = _git("status", "--porcelain")
+        status = _git("--no-optional-locks", "status", "--porcelain")  # never rewrites the user's index
         commit = _git("rev-parse", "--verify", "-q", "HEAD", check=False).strip() or None  # no commit yet
         diff = _git("diff", "HEAD") if commit else ""
-    except (OSError, subprocess.SubprocessError):
+    except OSError:
+        return {"commit": None, "snapshot": None, "note": "git is not installed: the code is not recorded"}
+    except subprocess.SubprocessError:
         return {"commit": None, "snapshot": None, "note": "not a git repository: the code is not recorded"}
     state: dict[str, Any] = {"commit": commit, "dirty": bool(status.strip())}
     if diff and len(diff) <= max_diff_bytes:

@@ -40,12 +40,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, task_dir: Path) -> None:
         help="train again even if the run finished, failed, or was trained with another "
         "configuration; the old run is kept, renamed",
     )
-    group.add_argument(
+    failed = group.add_mutually_exclusive_group()
+    failed.add_argument(
         "--retry_failed",
         action="store_true",
         help="train a failed run again from scratch; the failed attempt is kept, renamed",
     )
-    group.add_argument(
+    failed.add_argument(
         "--resume_failed",
         action="store_true",
         help="continue a failed run from its last checkpoint: for a crash (out of memory, a lost "

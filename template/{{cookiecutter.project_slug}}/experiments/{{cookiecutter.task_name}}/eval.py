@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import re
 import statistics
 import sys
@@ -92,19 +93,27 @@ def evaluate_run(run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     return metrics
 
 
-def seed_group(run_name: str) -> str:
-    """The run's name without its ``seed-N`` part: runs that differ only by seed share it."""
-    return "_".join(part for part in run_name.split("_") if not re.fullmatch(r"seed-\d+", part)) or "default"
+def seed_group(run_dir: Path) -> tuple[str, str]:
+    """The run's hyperparameters but the seed (what its group shares), and its name without ``seed-N``."""
+    hparams = read_json(run_dir / "hparams.json") or {}
+    name = "_".join(part for part in run_dir.name.split("_") if not re.fullmatch(r"seed-\d+", part))
+    config = json.dumps({key: value for key, value in hparams.items() if key != "seed"}, sort_keys=True)
+    return (config if hparams else f"name:{name}"), name or "default"
 
 
-def summary_rows(results: dict[str, dict[str, float]]) -> list[dict[str, object]]:
+def summary_rows(results: dict[Path, dict[str, float]]) -> list[dict[str, object]]:
     """One row per seed group: n, and the mean and sample standard deviation of each metric."""
     groups: dict[str, list[dict[str, float]]] = {}
-    for name, metrics in sorted(results.items()):
-        groups.setdefault(seed_group(name), []).append(metrics)
+    labels: dict[str, str] = {}
+    for run_dir, metrics in sorted(results.items()):
+        config, name = seed_group(run_dir)
+        while config not in labels and name in labels.values():  # alike names, other hyperparameters
+            name += "'"
+        labels.setdefault(config, name)
+        groups.setdefault(config, []).append(metrics)
     rows = []
-    for group, members in groups.items():
-        row: dict[str, object] = {"group": group, "n": len(members)}
+    for config, members in groups.items():
+        row: dict[str, object] = {"group": labels[config], "n": len(members)}
         for key in sorted({key for metrics in members for key in metrics}):
             values = [metrics[key] for metrics in members if key in metrics]
             row[f"{key}_mean"] = statistics.fmean(values)
@@ -140,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs = finished_runs(args.match) if args.all else finished_runs()[-1:]
     if not runs:
-        print(f"no finished run in {RESULTS}: train one first, or pass --run_dir", file=sys.stderr)
+        which = f"matching {args.match!r} " if args.all else ""
+        print(f"no finished run {which}in {RESULTS}: train one first, or pass --run_dir", file=sys.stderr)
         return 1
     results, failures = {}, 0
     for run_dir in runs:
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run_dir} is not a run directory", file=sys.stderr)
             return 1
         try:
-            results[run_dir.name] = evaluate_run(run_dir, args)
+            results[run_dir] = evaluate_run(run_dir, args)
         except RuntimeError as error:
             print(f"{run_dir.name}: {error}", file=sys.stderr)
             failures += 1
