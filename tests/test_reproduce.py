@@ -11,7 +11,7 @@ from conftest import FRAMEWORKS, run_cli, run_python
 
 pytestmark = pytest.mark.slow
 
-TRAIN = ["experiments/task1/train.py", "--epochs", "3", "--hidden_size", "16", "--batch_size", "64"]
+TRAIN = ["experiments/task1/train.py", "--epochs", "2", "--hidden_size", "16", "--batch_size", "64"]
 
 
 def git(root: Path, *args: str) -> str:

@@ -353,7 +353,7 @@ def test_a_failed_run_resumes_from_its_checkpoint_to_the_same_weights(project: P
     assert anchor in source
     source = source.replace("import argparse\n", "import argparse\nimport os\n", 1)
     trainer.write_text(source.replace(anchor, fault + anchor, 1))
-    flaky = ["experiments/flaky/train.py", *TRAIN[1:]]
+    flaky = ["experiments/flaky/train.py", *TRAIN[1:], "--epochs", "5"]  # the fault comes in epoch 4
     results = project.root / "experiments" / "flaky" / "results"
 
     reference = run_python([*flaky, "--run_name", "reference"], cwd=project.root)
@@ -394,9 +394,6 @@ def test_eval_names_what_it_evaluates_and_refuses_what_it_cannot(project: Projec
 
     evaluate = ["experiments/task1/eval.py", "--run_dir"]
     suffix = SUFFIX[project.framework]
-    ok = run_python([*evaluate, str(project.run_dir("reference"))], cwd=project.root)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert f"reference: evaluating checkpoints/best.{suffix}" in ok.stdout and "test_acc" in ok.stdout
 
     unfinished = project.run_dir("copy-unfinished")
     shutil.copytree(project.run_dir("reference"), unfinished)
@@ -425,9 +422,9 @@ def test_eval_names_what_it_evaluates_and_refuses_what_it_cannot(project: Projec
     assert configs.returncode == 0, configs.stdout + configs.stderr
     assert "3 runs in 2 seed groups" in configs.stdout and "cfg (n=2)" in configs.stdout
 
-    grouped = run_python(["experiments/task1/eval.py", "--all", "--match", "reference"], cwd=project.root)
-    assert grouped.returncode == 0, grouped.stdout + grouped.stderr
-    summary = (project.results / "test_summary.csv").read_text().splitlines()
-    assert summary[0].startswith("group,n,test_acc_mean,test_acc_std") and summary[1].startswith(
-        "reference,1,"
+    assert (
+        f"cfg_seed-0: evaluating checkpoints/best.{suffix}" in configs.stdout and "test_acc" in configs.stdout
     )
+    summary = (project.results / "test_summary.csv").read_text().splitlines()
+    assert summary[0].startswith("group,n,test_acc_mean,test_acc_std")
+    assert sorted(line.split(",")[:2] for line in summary[1:]) == [["cfg", "2"], ["cfg'", "1"]]
