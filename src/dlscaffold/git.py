@@ -78,4 +78,7 @@ def export(root: Path, commit: str, destination: Path) -> None:
     if archive.returncode != 0:
         raise GitError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace').strip()}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(destination, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and patch releases of 3.9 to 3.11
+            tar.extractall(destination, filter="data")
+        else:
+            tar.extractall(destination)  # the project's own commit, from git archive
