@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,16 @@ def test_cookiecutter_makes_the_same_project_as_new(new_project, tmp_path: Path,
     theirs_dir = tmp_path / "cookiecutter"
     result = cookiecutter(theirs_dir, "project_name=demo", f"framework={framework}", f"description={text}")
     assert result.returncode == 0, result.stderr
-    assert tree_digest(theirs_dir / "demo") == tree_digest(ours)
+    theirs = theirs_dir / "demo"
+    # new also keeps the template for `dlscaffold update`, and names it in the record
+    kept = {".dlscaffold-template.tar.gz", ".dlscaffold.json"}
+    assert {k: v for k, v in tree_digest(ours).items() if k not in kept} == {
+        k: v for k, v in tree_digest(theirs).items() if k not in kept
+    }
+    assert not (theirs / ".dlscaffold-template.tar.gz").exists()
+    record, their_record = (json.loads((root / ".dlscaffold.json").read_text()) for root in (ours, theirs))
+    assert set(record) - set(their_record) == {"template_digest", "dlscaffold_version"}
+    assert {key: record[key] for key in their_record} == their_record
 
 
 def test_cookiecutter_refuses_a_bad_name_through_the_hook(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dlscaffold import __version__
+
 from conftest import REPO_ROOT, tree_digest
 
 pytestmark = pytest.mark.slow
@@ -78,7 +80,7 @@ def test_python_dash_m_works(installed: Path, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 0 and "0.1.0" in result.stdout
+    assert result.returncode == 0 and __version__ in result.stdout
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]])

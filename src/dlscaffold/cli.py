@@ -79,6 +79,7 @@ def main() -> None:
       dlscaffold new myproject --framework pytorch
       cd myproject && dlscaffold add-task task2   # another experiment, same conventions
       dlscaffold status                           # every run: finished, interrupted, failed
+      dlscaffold update                           # the current template's changes, merged into yours
     """
 
 
@@ -336,3 +337,86 @@ def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> Non
     click.echo("the run reproduces." if same else "the run does NOT reproduce within the tolerance.")
     if not same:
         raise SystemExit(1)
+
+
+@main.command()
+@click.option(
+    "--project",
+    "project_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The project to update  [default: the one containing the current directory]",
+)
+@click.option("--dry-run", is_flag=True, help="List what would change, file by file; write nothing.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Print nothing; exit 1 if an update is available, 0 if not, 2 if it cannot tell (for CI).",
+)
+@click.option(
+    "--base-template",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="For a project that keeps no copy of its template: the template it was made from "
+    "(a dlscaffold checkout at that version, or its template/ directory).",
+)
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="For a project that keeps no copy of its template: take the current one as its base "
+    "from now on, changing no other file.",
+)
+def update(
+    project_dir: Path | None, dry_run: bool, check: bool, base_template: Path | None, adopt: bool
+) -> None:
+    """Bring the project up to the installed dlscaffold's template, keeping your changes.
+
+    \b
+    Each file is merged three ways: as the template first rendered it (the copy the
+    project keeps in .dlscaffold-template.tar.gz), as you made it, and as the
+    current template renders it, for the first task and every task added since.
+      - files you did not change take the template's new version;
+      - files you changed are merged with git; where you and the template changed
+        the same lines, <<<<<<< markers are left and the file is listed (exit 1);
+      - files you deleted stay deleted; files the template dropped go, unless you
+        changed them; files the template added appear.
+    The working tree must be committed first, so `git diff` shows what the update
+    did. It is written all at once or not at all.
+    """
+    from dlscaffold.project import find_project
+    from dlscaffold.update import available, update_project
+
+    if adopt and base_template is not None:
+        raise click.UsageError("--adopt and --base-template exclude each other")
+    if check and (dry_run or adopt or base_template is not None):
+        raise click.UsageError("--check takes no other option than --project")
+    if check:
+        try:
+            project = find_project(project_dir or _here(), how_to_name="pass --project DIR")
+            raise SystemExit(1 if available(project.root) else 0)
+        except (DlscaffoldError, OSError) as error:
+            click.echo(printable(f"Error: {error}"), err=True)
+            raise SystemExit(2) from error
+    project = find_project(project_dir or _here(), how_to_name="pass --project DIR")
+    result = update_project(project.root, dry_run=dry_run, base_template=base_template, adopt=adopt)
+    where = printable(str(result.root))
+    if result.up_to_date:
+        click.echo(f"{where} is up to date with the template {result.new}; nothing to do.")
+        return
+    verb = "Would update" if dry_run else ("Adopted" if adopt else "Updated")
+    click.echo(f"{verb} {where} from the template {result.old} to {result.new}:")
+    for change in result.changes:
+        why = f"  ({change.why})" if change.why else ""
+        click.echo(printable(f"  {change.action:<9} {change.path}{why}"))
+    if not result.changes:
+        click.echo("  no file of the project changes; the record names the new template")
+    if dry_run and result.dirty:
+        click.echo("Uncommitted changes: commit them first, or update will refuse.")
+    conflicts = result.conflicts
+    if conflicts:
+        files = f"{len(conflicts)} file{'s' * (len(conflicts) > 1)}"
+        if dry_run:
+            click.echo(f"{files} would be left in conflict, to resolve by hand.")
+        else:
+            click.echo(f"{files} in conflict: resolve the <<<<<<< markers in them, then commit.")
+        raise SystemExit(1)
+    if not dry_run:
+        click.echo("Review it with `git diff`, run the tests, and commit.")

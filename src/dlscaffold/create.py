@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlscaffold import git, names, render, transaction
+from dlscaffold import baseline, git, names, render, transaction
 from dlscaffold.errors import TargetExistsError
 from dlscaffold.template import Template, bundled_template_dir
 
@@ -62,7 +62,8 @@ def create_project(
     target = output_dir.absolute() if here else output_dir / str(context["project_slug"])
     _check_target(target, force)
     files = template.plan(context)
-    paths = [file.local_path for file in files]
+    paths = [file.local_path for file in files] + [Path(baseline.ARCHIVE_NAME)]
+    tree = baseline.read_tree(template.root)
     parent = target.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     repository = git.repository_of(parent)
@@ -83,6 +84,7 @@ def create_project(
             if not target.exists():
                 with transaction.staging_dir(parent) as staging:
                     render.write(files, context, staging / "project")
+                    baseline.stamp(staging / "project", tree)
                     if want_git:
                         _first_commit(staging / "project", target, result)
                     os.rename(staging / "project", target)  # the whole project appears at once
@@ -93,6 +95,7 @@ def create_project(
         empty = not _entries(target)
         with transaction.staging_dir(target) as staging:
             render.write(files, context, staging)
+            baseline.stamp(staging, tree)
             if want_git and empty:
                 _first_commit(staging, target, result)  # moved in with the files: no half repository
                 paths = [*paths, Path(".git")] if result.git_initialised else paths

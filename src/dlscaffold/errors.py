@@ -37,3 +37,7 @@ class GitError(DlscaffoldError):
 
 class ReproduceError(DlscaffoldError):
     """A run cannot be reproduced: no record of its code or command, or the new run failed."""
+
+
+class UpdateError(DlscaffoldError):
+    """A project cannot be updated as it stands: uncommitted changes, no git, no base template."""

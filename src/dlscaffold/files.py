@@ -24,8 +24,8 @@ class UnreadableFile(Exception):
     """A file that is not a small, regular, UTF-8 JSON document; the message says what it is."""
 
 
-def read_text(path: Path, limit: int = MAX_READ_BYTES) -> str:
-    """The text of a small regular file, without ever blocking or reading without end.
+def read_bytes(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of a small regular file, without ever blocking or reading without end.
 
     Opening with O_NONBLOCK makes a FIFO return at once instead of waiting for
     a writer; the type and size are checked on the open descriptor, so a
@@ -47,8 +47,13 @@ def read_text(path: Path, limit: int = MAX_READ_BYTES) -> str:
             raise UnreadableFile(describe_os_error(error, path)) from error
     if len(data) > limit:
         raise UnreadableFile(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def read_text(path: Path, limit: int = MAX_READ_BYTES) -> str:
+    """The UTF-8 text of a small regular file, read with :func:`read_bytes`."""
     try:
-        return data.decode("utf-8")
+        return read_bytes(path, limit).decode("utf-8")
     except UnicodeDecodeError as error:
         raise UnreadableFile(f"{path} is not UTF-8 text") from error
 

@@ -2,7 +2,10 @@
 
 The template writes it (so plain cookiecutter projects have one too); dlscaffold
 reads it to find the project root and to render new tasks with the answers the
-project was generated with, and appends each task it adds. A record someone
+project was generated with, and appends each task it adds. ``new`` and
+``update`` add the identity of the template kept in the project
+(``template_digest``, see :mod:`dlscaffold.baseline`), which is what lets
+``update`` re-render the project exactly as it was generated. A record someone
 edited by hand is checked like any other input: a malformed one is reported,
 never half-trusted.
 """
@@ -10,14 +13,16 @@ never half-trusted.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlscaffold import files
-from dlscaffold.errors import NotAProjectError
+from dlscaffold import files, names
+from dlscaffold.errors import InvalidValueError, NotAProjectError
 
 RECORD_NAME = ".dlscaffold.json"
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -33,11 +38,23 @@ class ProjectRecord:
     def tasks(self) -> list[str]:
         return list(self.data.get("tasks", []))
 
+    @property
+    def template_digest(self) -> str | None:
+        """The content hash of the template kept in the project; ``None`` if it keeps none."""
+        digest = self.data.get("template_digest")
+        return str(digest) if digest is not None else None
+
     def add_task(self, task: str) -> None:
         """Append ``task`` and rewrite the record atomically (call it holding the project's lock)."""
         self.data["tasks"] = [*self.tasks, task]
-        text = json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
-        files.write_text_atomic(self.root / RECORD_NAME, text)
+        self.save()
+
+    def text(self) -> str:
+        return json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
+
+    def save(self, root: Path | None = None) -> None:
+        """Write the record atomically into ``root`` (the project's own root by default)."""
+        files.write_text_atomic((root or self.root) / RECORD_NAME, self.text())
 
 
 def find_project(start: Path, how_to_name: str) -> ProjectRecord:
@@ -79,4 +96,12 @@ def _problem(data: Any) -> str | None:
         return "'tasks' is not a list of names"
     if len(set(tasks)) != len(tasks):
         return "'tasks' names a task twice"
+    for task in tasks:  # tasks become paths when the project is rendered again
+        try:
+            names.check_task_name(task)
+        except InvalidValueError as error:
+            return f"'tasks' holds {task!r}: {error}"
+    digest = data.get("template_digest")
+    if digest is not None and not (isinstance(digest, str) and DIGEST.fullmatch(digest)):
+        return "'template_digest' is not a SHA-256 in hex"
     return None

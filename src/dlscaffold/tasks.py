@@ -3,17 +3,22 @@
 The template holds one copy of every task-shaped file (paths containing
 ``{{cookiecutter.task_name}}``). ``new`` renders them for the first task; this
 module renders just them, with the project's recorded answers and the new
-name, so a task added later is the first task under another name.
+name, so a task added later is the first task under another name. They come
+from the template kept in the project (the one it was generated from or last
+updated to), not from the installed dlscaffold's, so a project's tasks always
+share one template and ``update`` can tell the template's changes from yours.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dlscaffold import names, render, transaction
+from dlscaffold import baseline, names, render, transaction
 from dlscaffold.errors import NotAProjectError, TargetExistsError
 from dlscaffold.project import ProjectRecord, read_project
 from dlscaffold.render import RenderedFile
@@ -33,9 +38,7 @@ def is_task_file(template_path: PurePosixPath) -> bool:
     return TASK_VARIABLE in str(template_path)
 
 
-def add_task(
-    project_root: Path, task: str, *, dry_run: bool = False, template: Template | None = None
-) -> NewTask:
+def add_task(project_root: Path, task: str, *, dry_run: bool = False) -> NewTask:
     """Render ``task`` into the project at ``project_root``, or refuse, changing nothing.
 
     The project's lock is held throughout and the record is read under it, so
@@ -43,11 +46,11 @@ def add_task(
     record always lists exactly the tasks on disk.
     """
     names.check_task_name(task)
-    template = template or Template(bundled_template_dir())
-    with transaction.locked(project_root):
+    with transaction.locked(project_root), contextlib.ExitStack() as stack:
         if not dry_run:
-            transaction.recover(project_root, committed=lambda journal: _recorded(project_root, journal))
+            transaction.recover(project_root, committed=lambda journal: recorded(project_root, journal))
         project = read_project(project_root)
+        template = stack.enter_context(template_of(project))
         files, context = _plan(project, task, template)
         paths = [file.local_path for file in files]
         if not dry_run:
@@ -91,8 +94,20 @@ def _blocked_directories(root: Path, paths: list[Path]) -> list[Path]:
     ]
 
 
-def _recorded(project_root: Path, journal: dict[str, Any]) -> bool:
-    """Whether the add-task that wrote ``journal`` got as far as recording its task."""
+@contextlib.contextmanager
+def template_of(project: ProjectRecord) -> Iterator[Template]:
+    """The template the project keeps, laid out for rendering; the bundled one if it keeps none."""
+    digest = project.template_digest
+    if digest is None:  # made by plain cookiecutter, or before projects kept their template
+        yield Template(bundled_template_dir())
+        return
+    with baseline.laid_out(baseline.stored(project.root, digest)) as template:
+        yield template
+
+
+def recorded(project_root: Path, journal: dict[str, Any]) -> bool:
+    """Whether the add-task that wrote ``journal`` got as far as recording its task (update's
+    journals name no task: whatever they left is always undone)."""
     try:
         return journal.get("task") in read_project(project_root).tasks
     except NotAProjectError:

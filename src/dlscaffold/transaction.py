@@ -31,6 +31,7 @@ from dlscaffold.errors import BusyError
 
 STAGING_PREFIX = ".dlscaffold-staging-"
 JOURNAL = "journal.json"
+ORIGINALS = ".dlscaffold-originals"  # in staging: files replaced or removed, until the change is done
 DIRECTORY = "directory"  # the journal's digest of a directory moved in whole
 LOCK_TIMEOUT_S = 60.0
 
@@ -77,7 +78,7 @@ def recover(directory: Path, committed: Callable[[dict[str, Any]], bool] = lambd
     for staging in staging_dirs(directory):
         journal = _read_journal(staging / JOURNAL)
         if journal is not None and _same(Path(journal["destination"]), directory) and not committed(journal):
-            _undo(journal)
+            _undo(journal, staging)
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -85,7 +86,7 @@ def undo(staging: Path) -> None:
     """Take back the moves out of ``staging`` (a step after them failed); call it holding the lock."""
     journal = _read_journal(staging / JOURNAL)
     if journal is not None:
-        _undo(journal)
+        _undo(journal, staging)
     done(staging)
 
 
@@ -99,26 +100,37 @@ def _same(path: Path, directory: Path) -> bool:
 
 @contextmanager
 def staging_dir(beside: Path) -> Iterator[Path]:
-    """A scratch directory on the destination's file system, removed whatever happens.
+    """A scratch directory on the destination's file system, removed when the block ends.
 
     Rendering into it first means a failure half-way leaves nothing behind, and
-    moving its content into place is a rename, not a copy.
+    moving its content into place is a rename, not a copy. One exception: while
+    it still holds a journal (a change that could not be taken back, because
+    the file system refused even that), it holds the user's original files, so
+    it stays for the next command's :func:`recover`.
     """
     path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=beside))
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if not (path / JOURNAL).exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def move_into(staging: Path, destination: Path, paths: list[Path], **note: str) -> None:
-    """Move rendered files from ``staging`` into ``destination``: all of them, or none.
+def move_into(
+    staging: Path, destination: Path, paths: list[Path], removes: list[Path] | None = None, **note: str
+) -> None:
+    """Move rendered files from ``staging`` into ``destination``, and take ``removes`` out: all, or none.
 
-    Each move is a rename on one file system. If one fails, the files already
-    moved and the directories made for them are taken back out; if the process
-    is killed, the journal lets :func:`recover` do the same later. ``note`` is
+    Each move is a rename on one file system. A file already at a destination
+    (``update`` rewriting a project's file) is first linked into ``staging``
+    and then replaced in one rename, so it is never missing, not even for an
+    instant (the record a command needs to find the project is such a file); a
+    file removed is moved there. Nothing is lost until the caller calls
+    :func:`done`. If a move fails, everything is put back; if the process is
+    killed, the journal lets :func:`recover` do the same later. ``note`` is
     kept in the journal for the ``committed`` test of :func:`recover`.
     """
+    removes = removes or []
     new_dirs = sorted(
         {parent for path in paths for parent in (destination / path).parents if not parent.exists()}
     )
@@ -126,20 +138,26 @@ def move_into(staging: Path, destination: Path, paths: list[Path], **note: str) 
         "destination": str(destination.absolute()),
         "files": {str(path): _digest(staging / path) for path in paths},
         "dirs": [str(directory) for directory in new_dirs],
+        "originals": [str(path) for path in [*paths, *removes] if os.path.lexists(destination / path)],
+        "removes": [str(path) for path in removes],
         **note,
     }
     _write_journal(staging / JOURNAL, journal)
-    moved: list[Path] = []
     try:
         for directory in new_dirs:
             directory.mkdir(exist_ok=True)
+        for path in journal["originals"]:
+            aside = staging / ORIGINALS / path
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            if path in journal["removes"]:
+                os.rename(destination / path, aside)
+            else:
+                _link_or_copy(destination / path, aside)
         for path in paths:
             os.rename(staging / path, destination / path)
-            moved.append(path)
     except BaseException:
-        for path in moved:
-            os.rename(destination / path, staging / path)
-        _remove_empty(new_dirs)
+        _undo(journal, staging)
+        done(staging)
         raise
 
 
@@ -148,18 +166,42 @@ def done(staging: Path) -> None:
     (staging / JOURNAL).unlink(missing_ok=True)
 
 
-def _undo(journal: dict[str, Any]) -> None:
-    """Take back the files a killed command moved in, if they are still exactly as it wrote them."""
+def _undo(journal: dict[str, Any], staging: Path) -> None:
+    """Take back the files a command moved in, if still exactly as it wrote them, putting back
+    the originals it set aside. Every step is tried; the first failure is raised at the end,
+    and the journal stays, so that a later :func:`recover` can finish."""
     destination = Path(journal["destination"])
-    for name, digest in journal["files"].items():
-        path = destination / name
-        if path.is_symlink():
-            continue  # not something this command wrote
-        if digest == DIRECTORY and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.is_file() and _digest(path) == digest:
-            path.unlink()
+    originals = set(journal.get("originals", []))
+    failures: list[OSError] = []
+    for name in [*journal["files"], *journal.get("removes", [])]:
+        path, aside = destination / name, staging / ORIGINALS / name
+        digest = journal["files"].get(name)
+        original = name in originals and os.path.lexists(aside)
+        try:
+            if path.is_symlink():
+                continue  # not something this command wrote
+            if digest == DIRECTORY and path.is_dir():
+                shutil.rmtree(path)
+            elif digest is not None and path.is_file() and _digest(path) == digest:
+                if original:
+                    os.rename(aside, path)  # the original comes back in one step
+                else:
+                    path.unlink()
+            elif original and not os.path.lexists(path):
+                os.rename(aside, path)
+        except OSError as error:
+            failures.append(error)
     _remove_empty([Path(directory) for directory in journal["dirs"]])
+    if failures:
+        raise failures[0]
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A second name for ``source`` (a copy where the file system has no hard links)."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def _remove_empty(directories: list[Path]) -> None:
@@ -191,7 +233,17 @@ def _read_journal(path: Path) -> dict[str, Any] | None:
         and isinstance(journal.get("destination"), str)
         and isinstance(journal.get("files"), dict)
         and all(isinstance(value, str) for value in journal["files"].values())
+        and all(_inside(name) for name in journal["files"])
         and isinstance(journal.get("dirs"), list)
         and all(isinstance(value, str) for value in journal["dirs"])
+        and isinstance(journal.get("originals", []), list)
+        and all(_inside(value) for value in journal.get("originals", []))
+        and isinstance(journal.get("removes", []), list)
+        and all(_inside(value) for value in journal.get("removes", []))
     )
     return journal if valid else None
+
+
+def _inside(name: Any) -> bool:
+    """A relative path that stays below the directory it is joined to."""
+    return isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts

@@ -1,0 +1,334 @@
+"""``dlscaffold update``: carry the current template's changes into a project, keeping the researcher's.
+
+Three versions of every file take part: the *base* (the project as the
+template it keeps rendered it, with the recorded answers and every task), the
+*working* file (what the researcher made of it) and the *new* one (the same
+answers and tasks rendered with the installed template). Per file:
+
+- the template did not change it: left alone, whatever the researcher did;
+- the researcher did not change it: it becomes the new version (or goes, if
+  the template dropped it);
+- both changed it: ``git merge-file`` merges the two; where they changed the
+  same lines it leaves ``<<<<<<<``/``>>>>>>>`` markers, which editors show as
+  a conflict, and the file is listed;
+- the researcher deleted it: it stays deleted;
+- the template dropped it but the researcher changed it: it is kept.
+
+Everything is computed before a byte is written, and written through
+:mod:`dlscaffold.transaction`: the changed files, the new copy of the template
+and the record move in together, and a failure or a kill half-way puts every
+file back. Only a clean git working tree is updated, so ``git diff`` shows
+exactly what the update did and ``git checkout`` takes it back.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dlscaffold import __version__, baseline, git, render, transaction
+from dlscaffold.create import validate_answers
+from dlscaffold.errors import GitError, UpdateError
+from dlscaffold.project import RECORD_NAME, ProjectRecord, read_project
+from dlscaffold.tasks import is_task_file, recorded
+from dlscaffold.template import Template, bundled_template_dir
+
+Action = Literal["added", "updated", "merged", "conflict", "removed", "kept", "skipped"]
+Files = dict[str, tuple[bool, bytes]]  # relative POSIX path -> (executable?, content)
+MANAGED = {RECORD_NAME, baseline.ARCHIVE_NAME}  # written by update itself, never merged
+
+WHY = {
+    "kept": "the template dropped it, but you changed it",
+    "skipped": "you deleted it; it stays deleted",
+    "other": "not a regular file here; left as it is",
+    "binary": "not text: changed by you and by the template; yours is kept",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    action: Action
+    why: str = ""
+
+
+@dataclass
+class Update:
+    """What an update did (or, in a dry run, would do)."""
+
+    root: Path
+    old: str  # the templates, as "<version> (<digest prefix>)"
+    new: str
+    changes: list[Change] = field(default_factory=list)
+    up_to_date: bool = False
+    dirty: list[str] = field(default_factory=list)  # uncommitted changes a dry run saw
+
+    @property
+    def conflicts(self) -> list[str]:
+        return [change.path for change in self.changes if change.action == "conflict"]
+
+
+@dataclass
+class _Plan:
+    changes: list[Change] = field(default_factory=list)
+    writes: Files = field(default_factory=dict)
+    removes: list[str] = field(default_factory=list)
+
+
+def available(project_root: Path, template: Template | None = None) -> bool:
+    """Whether the installed template differs from the one the project keeps (for ``--check``)."""
+    project = read_project(project_root)
+    if project.template_digest is None:
+        raise UpdateError(_no_base_message(project_root))
+    new = baseline.read_tree((template or Template(bundled_template_dir())).root)
+    return new.digest != project.template_digest
+
+
+def update_project(
+    project_root: Path,
+    *,
+    dry_run: bool = False,
+    base_template: Path | None = None,
+    adopt: bool = False,
+    template: Template | None = None,
+) -> Update:
+    """Merge the installed template's changes into the project at ``project_root``; see the module doc.
+
+    ``base_template`` names the template directory the project was made from,
+    for a project that keeps none; ``adopt`` takes the installed template as
+    the base without changing any file.
+    """
+    new_tree = baseline.read_tree((template or Template(bundled_template_dir())).root)
+    with transaction.locked(project_root):
+        if not dry_run:
+            transaction.recover(project_root, committed=lambda journal: recorded(project_root, journal))
+        project = read_project(project_root)
+        old_tree = _base(project, base_template, new_tree if adopt else None)
+        result = Update(root=project_root, old=old_tree.label(), new=new_tree.label())
+        if old_tree.digest == new_tree.digest and project.template_digest == new_tree.digest:
+            result.up_to_date = True
+            return result
+        dirty = _uncommitted(project_root)
+        if dirty and not dry_run:
+            shown = "\n  ".join(dirty[:10]) + ("\n  ..." if len(dirty) > 10 else "")
+            raise UpdateError(
+                f"{project_root} has uncommitted changes; commit or stash them first, so that the "
+                f"update's own changes can be reviewed and undone with git:\n  {shown}"
+            )
+        result.dirty = dirty
+        plan = _plan(project, old_tree, new_tree)
+        result.changes = plan.changes
+        if not dry_run:
+            _apply(project, plan, new_tree)
+    return result
+
+
+def _base(
+    project: ProjectRecord, base_template: Path | None, adopted: baseline.TemplateTree | None
+) -> baseline.TemplateTree:
+    """The template the project was rendered from: the one it keeps, or the one the user names."""
+    if adopted is not None:
+        return adopted
+    if base_template is not None:
+        root = (
+            base_template / "template"
+            if (base_template / "template" / "cookiecutter.json").is_file()
+            else base_template
+        )
+        if not (root / "cookiecutter.json").is_file() or not Template(root).project_dir.is_dir():
+            raise UpdateError(
+                f"{base_template} is not a dlscaffold template (no cookiecutter.json and project directory)"
+            )
+        return baseline.read_tree(root)
+    if project.template_digest is None:
+        raise UpdateError(_no_base_message(project.root))
+    return baseline.stored(project.root, project.template_digest)
+
+
+def _no_base_message(root: Path) -> str:
+    return (
+        f"{root} keeps no copy of the template it was made from (it was made by plain cookiecutter, "
+        f"or by dlscaffold before 0.2), so update cannot tell the template's changes from yours. "
+        f"Pass --base-template DIR, the template it was made from (a dlscaffold checkout at that "
+        f"version), to merge; or --adopt to take the current template as its base from now on, "
+        f"changing no other file"
+    )
+
+
+def _uncommitted(root: Path) -> list[str]:
+    """The project's uncommitted changes, as ``git status`` lists them; refuse outside git."""
+    if git.repository_of(root) is None:
+        raise UpdateError(
+            f"{root} is not under git. update merges into your files, so it only runs where git can "
+            "show and undo what it did: `git init && git add -A && git commit -m 'Before update'` first"
+        )
+    result = subprocess.run(
+        ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "--", "."],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
+    )
+    if result.returncode != 0:
+        raise GitError(f"git status failed in {root}: {result.stderr.strip()}")
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def render_project(template: Template, project: ProjectRecord) -> Files:
+    """Every file ``template`` makes for the project's answers and tasks (its first task, then the
+    others as add-task renders them), apart from the record and the template copy."""
+    questions = template.questions()
+    answers = {key: value for key, value in project.answers.items() if key in questions}
+    tasks = project.tasks
+    if not tasks:
+        raise UpdateError(f"the project record in {project.root} lists no task")
+    with tempfile.TemporaryDirectory(prefix="dlscaffold-render-") as scratch:
+        destination = Path(scratch)
+        for index, task in enumerate(tasks):
+            context = validate_answers({**answers, "task_name": task}, template)
+            files = template.plan(context, include=(lambda _: True) if index == 0 else is_task_file)
+            render.write(files, context, destination)
+        return {
+            path: tree for path, tree in baseline.read_tree(destination).files.items() if path not in MANAGED
+        }
+
+
+def _plan(project: ProjectRecord, old_tree: baseline.TemplateTree, new_tree: baseline.TemplateTree) -> _Plan:
+    with baseline.laid_out(old_tree) as old_template, baseline.laid_out(new_tree) as new_template:
+        base = render_project(old_template, project)
+        new = render_project(new_template, project)
+    labels = ("yours", f"template {old_tree.label()}", f"template {new_tree.label()}")
+    plan = _Plan()
+    for path in sorted(base.keys() | new.keys()):
+        _decide(project.root, path, base.get(path), new.get(path), labels, plan)
+    return plan
+
+
+def _decide(
+    root: Path,
+    path: str,
+    base: tuple[bool, bytes] | None,
+    new: tuple[bool, bytes] | None,
+    labels: tuple[str, str, str],
+    plan: _Plan,
+) -> None:
+    """Add what becomes of ``path`` to ``plan``."""
+    if base == new:
+        return  # the template did not change it: whatever the researcher did stands
+    working = _working(root, path)
+    if working == "other":
+        plan.changes.append(Change(path, "kept", WHY["other"]))
+        return
+    if working is None:
+        if base is None and new is not None:
+            plan.writes[path] = new
+            plan.changes.append(Change(path, "added"))
+        elif base is not None:
+            plan.changes.append(Change(path, "skipped", WHY["skipped"]))
+        return
+    if new is not None and working == new[1]:
+        return  # already what the template now has
+    if base is not None and working == base[1]:
+        if new is None:
+            plan.removes.append(path)
+            plan.changes.append(Change(path, "removed"))
+        else:
+            plan.writes[path] = new
+            plan.changes.append(Change(path, "updated"))
+        return
+    if new is None:
+        plan.changes.append(Change(path, "kept", WHY["kept"]))
+        return
+    executable = bool(os.lstat(root / path).st_mode & stat.S_IXUSR)
+    merged, conflicts = merge(working, base[1] if base is not None else b"", new[1], labels)
+    if merged is None:
+        plan.changes.append(Change(path, "conflict", WHY["binary"]))
+        return
+    if merged == working:
+        return  # the template's change is already in the researcher's file
+    plan.writes[path] = (executable, merged)
+    if conflicts:
+        plan.changes.append(
+            Change(path, "conflict", f"{conflicts} conflicting region{'s' * (conflicts > 1)}")
+        )
+    else:
+        plan.changes.append(Change(path, "merged", "your changes and the template's"))
+
+
+def _working(root: Path, path: str) -> bytes | None | Literal["other"]:
+    """The researcher's file at ``path``: its bytes, ``None`` if absent, ``"other"`` if it is not a
+    plain file in a plain directory (a symlink, a directory, a FIFO: never read or written through)."""
+    relative = Path(path)
+    for parent in reversed(relative.parents[:-1]):  # experiments, experiments/task1, ...
+        entry = root / parent
+        if entry.is_symlink() or (os.path.lexists(entry) and not entry.is_dir()):
+            return "other"
+    full = root / relative
+    if not os.path.lexists(full):
+        return None
+    if not stat.S_ISREG(os.lstat(full).st_mode):
+        return "other"
+    return full.read_bytes()
+
+
+def merge(working: bytes, base: bytes, new: bytes, labels: tuple[str, str, str]) -> tuple[bytes | None, int]:
+    """Three-way merge with ``git merge-file``: the result and its number of conflicting regions.
+
+    ``None`` for content that is not text, which git would merge line by line
+    into nonsense.
+    """
+    if any(b"\0" in data for data in (working, base, new)):
+        return None, 1
+    with tempfile.TemporaryDirectory(prefix="dlscaffold-merge-") as scratch:
+        paths = []
+        for name, data in (("yours", working), ("base", base), ("new", new)):
+            path = Path(scratch, name)
+            path.write_bytes(data)
+            paths.append(str(path))
+        command = ["git", "merge-file", "-p", "-L", labels[0], "-L", labels[1], "-L", labels[2], *paths]
+        try:
+            result = subprocess.run(command, capture_output=True, check=False)
+        except OSError as error:
+            raise GitError(f"git could not be run to merge: {error}") from error
+    if not 0 <= result.returncode < 128:
+        raise GitError(f"git merge-file failed: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout, result.returncode
+
+
+def _apply(project: ProjectRecord, plan: _Plan, new_tree: baseline.TemplateTree) -> None:
+    """Write the plan, the new template copy and the record in one journalled move."""
+    root = project.root
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with transaction.staging_dir(root) as staging:
+        for path, (executable, data) in plan.writes.items():
+            target = staging / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod((0o777 if executable else 0o666) & ~umask)
+        baseline.store(staging, new_tree)
+        record = ProjectRecord(root=root, data=dict(project.data))
+        record.data["template_digest"] = new_tree.digest
+        record.data["template_version"] = new_tree.version
+        record.data["dlscaffold_version"] = __version__
+        record.save(staging)
+        moved = [Path(path) for path in [*plan.writes, baseline.ARCHIVE_NAME, RECORD_NAME]]
+        transaction.move_into(staging, root, moved, removes=[Path(path) for path in plan.removes], update="1")
+        transaction.done(staging)  # the commit point: from here on a kill keeps the update
+    _remove_emptied(root, plan.removes)
+
+
+def _remove_emptied(root: Path, removed: list[str]) -> None:
+    """Directories left empty by files the template dropped go too (git keeps no empty directory)."""
+    for path in removed:
+        for parent in Path(path).parents[:-1]:
+            try:
+                (root / parent).rmdir()
+            except OSError:
+                break  # not empty: it holds something else

@@ -1,0 +1,416 @@
+"""``dlscaffold update``: a project made from an earlier template, edited, grown and updated.
+
+The earlier template is the real one of dlscaffold 0.1.0 (``tests/data``), so
+the update carries real changes: a new protocol module, a rewritten eval.py,
+changed train.py files, base trainers and sweep script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dlscaffold import baseline, transaction
+from dlscaffold.create import create_project
+from dlscaffold.template import Template, bundled_template_dir
+from dlscaffold.update import update_project
+
+from conftest import FRAMEWORKS, cookiecutter, run_python, tree_digest
+
+OLD_TEMPLATE = Path(__file__).parent / "data" / "template-0.1.0.tar.gz"
+IDENTITY = ["-c", "user.name=Researcher", "-c", "user.email=researcher@example.org"]
+CURRENT = baseline.read_tree(bundled_template_dir())
+
+
+@pytest.fixture(scope="module")
+def old_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    root = tmp_path_factory.mktemp("template-0.1.0")
+    with tarfile.open(OLD_TEMPLATE) as tar:
+        tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return Template(root)
+
+
+def git(root: Path, *args: str) -> str:
+    result = subprocess.run(["git", *IDENTITY, *args], cwd=root, capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def commit(root: Path) -> None:
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "My research")
+
+
+def generate(where: Path, framework: str, template: Template | None = None) -> Path:
+    project = create_project({"project_name": "demo", "framework": framework}, where, template=template)
+    assert project.git_initialised, project.git_problem
+    return project.root
+
+
+def research(root: Path, cli) -> None:
+    """What a researcher does to a project in its first weeks; none of it overlaps the template's changes."""
+    assert cli("add-task", "task2", "--project", str(root)).exit_code == 0
+    train = root / "experiments" / "task1" / "train.py"
+    edited = train.read_text().replace(
+        '"--hidden_size", type=positive_int, default=128', '"--hidden_size", type=positive_int, default=96'
+    )
+    assert edited != train.read_text()
+    train.write_text(edited)
+    with (root / "trainers" / "task1_trainer.py").open("a") as handle:
+        handle.write("\n\ndef my_metric(x):\n    return x\n")
+    with (root / "trainers" / "base_trainer.py").open("a") as handle:
+        handle.write("\n\ndef my_helper():\n    return 42\n")
+    (root / "README.md").unlink()
+
+
+@pytest.fixture
+def updated(tmp_path: Path, old_template: Template, cli) -> Callable[[str], tuple[Path, Path, str]]:
+    """An edited 0.1.0 project updated to the current template, and a fresh one with the same edits."""
+
+    def make(framework: str) -> tuple[Path, Path, str]:
+        root = generate(tmp_path / "old", framework, old_template)
+        research(root, cli)
+        commit(root)
+        assert cli("update", "--check", "--project", str(root)).exit_code == 1
+        result = cli("update", "--project", str(root))
+        assert result.exit_code == 0, result.output
+        fresh = generate(tmp_path / "fresh", framework)
+        research(fresh, cli)
+        return root, fresh, result.output
+
+    return make
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_update_equals_the_current_template_with_your_changes(updated, cli, framework: str) -> None:
+    root, fresh, output = updated(framework)
+    # byte for byte what the current template gives with the same research done on it
+    assert tree_digest(root) == tree_digest(fresh)
+    assert (
+        "allow_abbrev=False" in (root / "experiments" / "task2" / "train.py").read_text()
+    )  # the added task too
+    assert "default=96" in (root / "experiments" / "task1" / "train.py").read_text()
+    assert "def my_helper" in (root / "trainers" / "base_trainer.py").read_text()
+    assert not (root / "README.md").exists()
+    for line in (
+        "merged    experiments/task1/train.py",
+        "merged    trainers/base_trainer.py",
+        "updated   experiments/task2/eval.py",
+        "added     protocol/grid.py",
+        "skipped   README.md  (you deleted it; it stays deleted)",
+    ):
+        assert line in output
+    assert "task1_trainer.py" not in output  # the template did not change it
+    assert json.loads((root / ".dlscaffold.json").read_text())["template_digest"] == CURRENT.digest
+
+    before = tree_digest(root)
+    again = cli("update", "--project", str(root))  # uncommitted, but there is nothing to do
+    assert again.exit_code == 0 and "up to date" in again.output
+    assert tree_digest(root) == before
+    check = cli("update", "--check", "--project", str(root))
+    assert check.exit_code == 0 and check.output == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_updated_project_passes_its_own_tests(updated, framework: str) -> None:
+    root, _, _ = updated(framework)
+    result = run_python(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"], cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trained = run_python(["experiments/task2/train.py", "--epochs", "1"], cwd=root)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert list((root / "experiments" / "task2" / "results").glob("*/finished.out"))
+
+
+def test_a_same_line_edit_is_a_conflict_with_markers(tmp_path: Path, old_template: Template, cli) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    train = root / "experiments" / "task1" / "train.py"
+    train.write_text(
+        train.read_text().replace("RawDescriptionHelpFormatter", "ArgumentDefaultsHelpFormatter")
+    )
+    commit(root)
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 1
+    assert "conflict  experiments/task1/train.py  (1 conflicting region)" in result.output
+    assert "1 file in conflict" in result.output
+    text = train.read_text()
+    assert text.count("<<<<<<< yours") == 1 and text.count("=======") == 1
+    assert ">>>>>>> template 0.2.0 (" in text
+    assert "ArgumentDefaultsHelpFormatter" in text and "allow_abbrev=False" in text  # both sides, marked
+    assert (root / "protocol" / "grid.py").is_file()  # the rest is updated
+    assert "conflict" not in git(root, "diff", "--stat", "--", "experiments/task1/eval.py")
+
+
+def test_a_dirty_tree_is_refused_and_nothing_changes(tmp_path: Path, old_template: Template, cli) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    (root / "notes.txt").write_text("untracked")
+    (root / "trainers" / "task1_trainer.py").write_text("# half-done\n")
+    before = tree_digest(root)
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 1
+    assert "uncommitted changes" in result.output
+    assert "notes.txt" in result.output and "trainers/task1_trainer.py" in result.output
+    assert "Traceback" not in result.output
+    assert tree_digest(root) == before
+
+    preview = cli("update", "--dry-run", "--project", str(root))  # a dry run may look
+    assert (
+        preview.exit_code == 0 and "Would update" in preview.output and "commit them first" in preview.output
+    )
+    assert tree_digest(root) == before
+
+
+def test_outside_git_update_is_refused(tmp_path: Path, old_template: Template, cli) -> None:
+    root = create_project({"project_name": "demo"}, tmp_path, use_git=False, template=old_template).root
+    before = tree_digest(root)
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 1 and "not under git" in result.output and "git init" in result.output
+    assert tree_digest(root) == before
+
+
+def test_dry_run_lists_the_changes_and_writes_nothing(tmp_path: Path, old_template: Template, cli) -> None:
+    root = generate(tmp_path, "lightning", old_template)
+    before = tree_digest(root)
+    result = cli("update", "--dry-run", "--project", str(root))
+    assert result.exit_code == 0
+    assert "Would update" in result.output and "added     protocol/grid.py" in result.output
+    assert tree_digest(root) == before
+    assert git(root, "status", "--porcelain") == ""
+
+
+def test_add_task_renders_from_the_template_the_project_keeps(
+    tmp_path: Path, old_template: Template, cli
+) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    assert cli("add-task", "early", "--project", str(root)).exit_code == 0
+    assert (
+        "allow_abbrev" not in (root / "experiments" / "early" / "train.py").read_text()
+    )  # 0.1.0, like task1
+    commit(root)
+    assert cli("update", "--project", str(root)).exit_code == 0
+    commit(root)
+    assert cli("add-task", "late", "--project", str(root)).exit_code == 0
+    late = (root / "experiments" / "late" / "train.py").read_text()
+    assert late == (root / "experiments" / "early" / "train.py").read_text().replace("early", "late")
+    assert "allow_abbrev=False" in late
+
+
+# --- the rules for files the template adds and drops, on a template made for the test ---------
+
+
+def variant(tmp_path: Path, change: Callable[[Path], None]) -> Template:
+    """A copy of the current template with ``change`` applied to its project directory."""
+    root = tmp_path / "variant"
+    shutil.copytree(bundled_template_dir(), root, ignore=shutil.ignore_patterns("__pycache__"))
+    change(root / "{{cookiecutter.project_slug}}")
+    return Template(root)
+
+
+def test_dropped_files_go_unless_changed_and_added_files_never_overwrite(tmp_path: Path) -> None:
+    root = generate(tmp_path / "p", "pytorch")
+    (root / "utils" / "utils.py").write_text("# mine now\n")
+    (root / "layers" / "mine.py").write_text("# my layer\n")
+    (root / "NOTES.md").write_text("my notes\n")  # where the new template will add a file
+    commit(root)
+
+    def change(project: Path) -> None:
+        (project / "utils" / "utils.py").unlink()  # dropped, but the researcher changed it
+        (project / "layers" / "__init__.py").unlink()  # dropped, unchanged
+        (project / "NOTES.md").write_text("the template's notes\n")
+        (project / "CHANGELOG.md").write_text("new\n")
+
+    result = update_project(root, template=variant(tmp_path, change))
+    actions = {change.path: change.action for change in result.changes}
+    assert actions == {
+        "utils/utils.py": "kept",
+        "layers/__init__.py": "removed",
+        "NOTES.md": "conflict",
+        "CHANGELOG.md": "added",
+    }
+    assert (root / "utils" / "utils.py").read_text() == "# mine now\n"
+    assert not (root / "layers" / "__init__.py").exists() and (root / "layers" / "mine.py").is_file()
+    notes = (root / "NOTES.md").read_text()
+    assert "<<<<<<< yours\nmy notes\n=======\nthe template's notes\n>>>>>>>" in notes
+    assert (root / "CHANGELOG.md").read_text() == "new\n"
+
+
+def test_symlinks_are_never_written_through(tmp_path: Path) -> None:
+    root = generate(tmp_path / "p", "pytorch")
+    elsewhere = tmp_path / "elsewhere"
+    (root / "protocol").rename(elsewhere)
+    (root / "protocol").symlink_to(elsewhere)
+    commit(root)
+    before = tree_digest(elsewhere)
+
+    def change(project: Path) -> None:
+        with (project / "protocol" / "files.py").open("a") as handle:
+            handle.write("# changed\n")
+
+    result = update_project(root, template=variant(tmp_path, change))
+    assert [(c.path, c.action) for c in result.changes] == [("protocol/files.py", "kept")]
+    assert tree_digest(elsewhere) == before
+
+
+# --- all or nothing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("renames", [0, 7, 15])
+def test_a_failure_half_way_puts_every_file_back(
+    tmp_path: Path, old_template: Template, monkeypatch, renames: int
+) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    before = tree_digest(root)
+    real, calls = os.rename, []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) == renames + 1:
+            raise OSError(28, "No space left on device", str(args[1]))
+        return real(*args)
+
+    monkeypatch.setattr(transaction.os, "rename", failing)
+    with pytest.raises(OSError):
+        update_project(root)
+    monkeypatch.undo()
+    assert tree_digest(root) == before
+    assert git(root, "status", "--porcelain") == ""
+    assert not list(root.glob(transaction.STAGING_PREFIX + "*"))
+
+
+KILL_AT = """
+import os, signal, sys
+from dlscaffold import transaction
+from dlscaffold.cli import main
+real, calls = transaction.os.rename, []
+def dying(*args):
+    calls.append(args)
+    if len(calls) > int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args)
+transaction.os.rename = dying
+main(["update"])
+"""
+
+
+@pytest.mark.parametrize("renames", [2, 9, 15])
+def test_a_killed_update_is_undone_and_the_next_one_completes(
+    tmp_path: Path, old_template: Template, cli, renames: int
+) -> None:
+    root = generate(tmp_path / "killed", "pytorch", old_template)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, str(renames)], cwd=root, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    result = cli("update", "--project", str(root))  # undoes the half update, finds a clean tree
+    assert result.exit_code == 0, result.output
+    clean = generate(tmp_path / "clean", "pytorch", old_template)
+    assert cli("update", "--project", str(clean)).exit_code == 0
+    assert tree_digest(root) == tree_digest(clean)
+
+
+# --- projects that keep no template, and kept templates that were tampered with ----------------
+
+
+def test_a_plain_cookiecutter_project_is_refused_then_adopted(tmp_path: Path, cli) -> None:
+    assert cookiecutter(tmp_path, "project_name=demo").returncode == 0
+    root = tmp_path / "demo"
+    git(root, "init", "-q")
+    commit(root)
+    refused = cli("update", "--project", str(root))
+    assert refused.exit_code == 1 and "--adopt" in refused.output and "--base-template" in refused.output
+    check = cli("update", "--check", "--project", str(root))
+    assert check.exit_code == 2
+
+    before = tree_digest(root)
+    adopted = cli("update", "--adopt", "--project", str(root))
+    assert adopted.exit_code == 0, adopted.output
+    changed = {path for path, digest in tree_digest(root).items() if before.get(path) != digest}
+    assert changed == {".dlscaffold.json", ".dlscaffold-template.tar.gz"}
+    assert cli("update", "--check", "--project", str(root)).exit_code == 0
+
+
+def test_a_cookiecutter_project_merges_from_the_template_it_was_made_from(
+    tmp_path: Path, old_template: Template, cli
+) -> None:
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cookiecutter",
+            "--no-input",
+            "-o",
+            str(tmp_path),
+            str(old_template.root),
+            "project_name=demo",
+            "framework=pytorch",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    root = tmp_path / "demo"
+    train = root / "experiments" / "task1" / "train.py"
+    train.write_text(train.read_text().replace("default=128", "default=96"))
+    git(root, "init", "-q")
+    commit(root)
+    result = cli("update", "--base-template", str(old_template.root), "--project", str(root))
+    assert result.exit_code == 0, result.output
+    assert "merged    experiments/task1/train.py" in result.output
+    assert "default=96" in train.read_text() and "allow_abbrev=False" in train.read_text()
+    assert json.loads((root / ".dlscaffold.json").read_text())["template_digest"] == CURRENT.digest
+
+
+def tamper(archive: Path, how: str) -> None:
+    if how == "garbage":
+        archive.write_bytes(b"not gzip")
+    elif how == "another-template":
+        archive.write_bytes(baseline.TemplateTree({"cookiecutter.json": (False, b"{}")}).pack())
+    else:
+        archive.unlink()
+        if how == "fifo":
+            os.mkfifo(archive)
+
+
+@pytest.mark.parametrize("how", ["garbage", "another-template", "missing", "fifo"])
+def test_a_tampered_template_copy_is_refused_in_one_line(tmp_path: Path, cli, how: str) -> None:
+    root = generate(tmp_path, "pytorch")
+    tamper(root / ".dlscaffold-template.tar.gz", how)
+    if how != "fifo":
+        commit(root)
+    before = tree_digest(root)
+    for command in (["update"], ["add-task", "more"]):
+        result = cli(*command, "--project", str(root))
+        assert result.exit_code == 1, result.output
+        assert "restore" in result.output and "Traceback" not in result.output
+    assert tree_digest(root) == before
+
+
+def test_an_archive_escaping_its_directory_is_refused() -> None:
+    import io
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../evil")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(Exception, match="outside itself"):
+        baseline.unpack(buffer.getvalue(), "archive")
+
+
+def test_a_record_with_a_task_that_is_a_path_is_refused(tmp_path: Path, cli) -> None:
+    root = generate(tmp_path, "pytorch")
+    record = json.loads((root / ".dlscaffold.json").read_text())
+    record["tasks"].append("../../escape")
+    (root / ".dlscaffold.json").write_text(json.dumps(record))
+    commit(root)
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 1 and "malformed" in result.output
+    with pytest.raises(Exception, match="malformed"):
+        update_project(root)
+    assert not (tmp_path.parent / "escape").exists()
