@@ -11,7 +11,11 @@ Prints the median wall time of each command and the ratio to its baseline:
     what reading the runs adds to start-up;
   * ``dlscaffold report`` on 2,000 runs with 20-epoch histories (400 configurations
     of 5 seeds) against ``dlscaffold status`` on the same runs: what the tables,
-    the histories and the plots cost on top of reading the runs.
+    the histories and the plots cost on top of reading the runs;
+  * ``dlscaffold update`` of a 5-task project made from the 0.1.0 template
+    (``tests/data``) against ``dlscaffold new`` of the same project with
+    ``--no-git``: what rendering twice, merging and journalling add to one render;
+  * ``dlscaffold update --check`` against ``dlscaffold --help``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -100,6 +106,42 @@ def median_seconds(command: list[str], repeats: int, fresh_dir: bool = False, cw
     return statistics.median(times)
 
 
+def old_project(root: Path, tasks: int) -> Path:
+    """A git-committed project made from the 0.1.0 template with ``tasks`` tasks."""
+    from dlscaffold.create import create_project
+    from dlscaffold.tasks import add_task
+    from dlscaffold.template import Template
+
+    with tarfile.open(REPO_ROOT / "tests" / "data" / "template-0.1.0.tar.gz") as tar:
+        tar.extractall(root / "template", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    project = create_project({"project_name": "bench"}, root, template=Template(root / "template")).root
+    for index in range(2, tasks + 1):
+        add_task(project, f"task{index}")
+    identity = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", *identity, "commit", "-qm", "tasks"], cwd=project, check=True)
+    return project
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def median_update_seconds(project: Path, repeats: int) -> float:
+    """Median wall time of ``dlscaffold update`` on fresh copies of ``project``."""
+    times = []
+    for index in range(repeats):
+        copy = project.with_name(f"copy{index}")
+        shutil.copytree(project, copy, symlinks=True)
+        start = time.perf_counter()
+        subprocess.run(dlscaffold_command() + ["update"], cwd=copy, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+        shutil.rmtree(copy)
+    return statistics.median(times)
+
+
 def report(label: str, ours_s: float, baseline_s: float, goal: float | None) -> None:
     ratio = ours_s / baseline_s
     verdict = "" if goal is None else ("ok" if ratio <= goal else "SLOW")
@@ -146,6 +188,18 @@ def main() -> int:
         report_s = median_seconds(dlscaffold_command() + ["report", "--out", out], repeats, cwd=project)
         status_s = median_seconds(dlscaffold_command() + ["status", "--json"], repeats, cwd=project)
         report("report2000", report_s, status_s, None)
+    with tempfile.TemporaryDirectory() as workdir:
+        project = old_project(Path(workdir), tasks=5)
+        update_s = median_update_seconds(project, repeats)
+        new_s = median_seconds(
+            dlscaffold_command() + ["new", "bench", "--no-input", "--no-git"], repeats, True
+        )
+        report("update", update_s, new_s, None)
+        check = dlscaffold_command() + ["update", "--check"]
+        status = subprocess.run(check, cwd=os.fspath(project), check=False).returncode
+        assert status == 1, "the 0.1.0 project should have an update available"
+        check_s = statistics.median(timed(check, project) for _ in range(repeats))
+        report("check", check_s, median_seconds(dlscaffold_command() + ["--help"], repeats), None)
     print(f"(median of {repeats} runs each)")
     return 0
 

@@ -416,7 +416,7 @@ def update(
         if dry_run:
             click.echo(f"{files} would be left in conflict, to resolve by hand.")
         else:
-            click.echo(f"{files} in conflict: resolve the <<<<<<< markers in them, then commit.")
+            click.echo(f"{files} in conflict: resolve the <<<<<<< markers, then commit.")
         raise SystemExit(1)
     if not dry_run:
         click.echo("Review it with `git diff`, run the tests, and commit.")
