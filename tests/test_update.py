@@ -182,6 +182,11 @@ def test_dry_run_lists_the_changes_and_writes_nothing(tmp_path: Path, old_templa
     result = cli("update", "--dry-run", "--project", str(root))
     assert result.exit_code == 0
     assert "Would update" in result.output and "added     protocol/grid.py" in result.output
+    assert "+++" not in result.output
+    diff = cli("update", "--dry-run", "--diff", "--project", str(root)).output
+    assert "--- /dev/null\n+++ b/protocol/grid.py\n" in diff
+    assert "--- a/experiments/task1/train.py\n+++ b/experiments/task1/train.py\n" in diff
+    assert "+    from trainers import base_trainer\n" in diff  # one of the template's changes to it
     assert tree_digest(root) == before
     assert git(root, "status", "--porcelain") == ""
 
@@ -312,6 +317,34 @@ def test_a_killed_update_is_undone_and_the_next_one_completes(
     clean = generate(tmp_path / "clean", "pytorch", old_template)
     assert cli("update", "--project", str(clean)).exit_code == 0
     assert tree_digest(root) == tree_digest(clean)
+
+
+def test_update_and_add_task_at_once_land_one_after_the_other(tmp_path: Path, old_template: Template) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    commands = [["update"], ["add-task", "racer"]]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dlscaffold", *command],
+            cwd=root,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for command in commands
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert all("Traceback" not in output for output in outputs), outputs
+    assert processes[1].returncode == 0, outputs[1]  # add-task never waits for a clean tree
+    record = json.loads((root / ".dlscaffold.json").read_text())
+    assert record["tasks"] == ["task1", "racer"]
+    racer = (root / "experiments" / "racer" / "train.py").read_text()
+    if processes[0].returncode == 0:  # update first: the new task comes from the new template
+        assert record["template_digest"] == CURRENT.digest and "allow_abbrev=False" in racer
+    else:  # add-task first: its uncommitted task makes update refuse, changing nothing
+        assert "uncommitted changes" in outputs[0]
+        assert record["template_digest"] != CURRENT.digest and "allow_abbrev" not in racer
+        assert not (root / "protocol" / "grid.py").exists()
+    assert not list(root.glob(transaction.STAGING_PREFIX + "*"))
 
 
 # --- projects that keep no template, and kept templates that were tampered with ----------------

@@ -7,6 +7,7 @@ imported here: they belong to the generated projects.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -33,6 +34,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except DlscaffoldError as error:
             raise click.ClickException(printable(str(error))) from error
+        except BrokenPipeError:  # `dlscaffold ... | head` has read enough: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
         except OSError as error:  # a read-only directory, a full disk, a file where a directory should be
             from dlscaffold.files import describe_os_error
 
@@ -347,6 +351,7 @@ def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> Non
     help="The project to update  [default: the one containing the current directory]",
 )
 @click.option("--dry-run", is_flag=True, help="List what would change, file by file; write nothing.")
+@click.option("--diff", "show_diff", is_flag=True, help="Also print each change as a unified diff.")
 @click.option(
     "--check",
     is_flag=True,
@@ -365,7 +370,12 @@ def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> Non
     "from now on, changing no other file.",
 )
 def update(
-    project_dir: Path | None, dry_run: bool, check: bool, base_template: Path | None, adopt: bool
+    project_dir: Path | None,
+    dry_run: bool,
+    show_diff: bool,
+    check: bool,
+    base_template: Path | None,
+    adopt: bool,
 ) -> None:
     """Bring the project up to the installed dlscaffold's template, keeping your changes.
 
@@ -386,7 +396,7 @@ def update(
 
     if adopt and base_template is not None:
         raise click.UsageError("--adopt and --base-template exclude each other")
-    if check and (dry_run or adopt or base_template is not None):
+    if check and (dry_run or show_diff or adopt or base_template is not None):
         raise click.UsageError("--check takes no other option than --project")
     if check:
         try:
@@ -408,6 +418,9 @@ def update(
         click.echo(printable(f"  {change.action:<9} {change.path}{why}"))
     if not result.changes:
         click.echo("  no file of the project changes; the record names the new template")
+    if show_diff:
+        for change in result.changes:
+            click.echo(printable(change.diff()), nl=False)
     if dry_run and result.dirty:
         click.echo("Uncommitted changes: commit them first, or update will refuse.")
     conflicts = result.conflicts

@@ -23,6 +23,7 @@ exactly what the update did and ``git checkout`` takes it back.
 
 from __future__ import annotations
 
+import difflib
 import os
 import stat
 import subprocess
@@ -55,6 +56,26 @@ class Change:
     path: str
     action: Action
     why: str = ""
+    before: bytes | None = field(default=None, repr=False)  # the file now, where the update writes
+    after: bytes | None = field(default=None, repr=False)  # what it writes (None: the file goes)
+
+    def diff(self) -> str:
+        """What the update does to the file, as a unified diff (empty where it leaves the file be)."""
+        if self.action in ("kept", "skipped") or (self.before is None and self.after is None):
+            return ""
+        texts = []
+        for data in (self.before, self.after):
+            if data is not None and b"\0" in data:
+                return f"Binary file {self.path} changes\n"
+            texts.append([] if data is None else data.decode("utf-8", "replace").splitlines(keepends=True))
+        old, new = (
+            "/dev/null" if data is None else f"{side}/{self.path}"
+            for side, data in (("a", self.before), ("b", self.after))
+        )
+        lines = difflib.unified_diff(texts[0], texts[1], old, new)
+        return "".join(
+            line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
+        )
 
 
 @dataclass
@@ -228,7 +249,7 @@ def _decide(
     if working is None:
         if base is None and new is not None:
             plan.writes[path] = new
-            plan.changes.append(Change(path, "added"))
+            plan.changes.append(Change(path, "added", after=new[1]))
         elif base is not None:
             plan.changes.append(Change(path, "skipped", WHY["skipped"]))
         return
@@ -237,10 +258,10 @@ def _decide(
     if base is not None and working == base[1]:
         if new is None:
             plan.removes.append(path)
-            plan.changes.append(Change(path, "removed"))
+            plan.changes.append(Change(path, "removed", before=working))
         else:
             plan.writes[path] = new
-            plan.changes.append(Change(path, "updated"))
+            plan.changes.append(Change(path, "updated", before=working, after=new[1]))
         return
     if new is None:
         plan.changes.append(Change(path, "kept", WHY["kept"]))
@@ -254,11 +275,10 @@ def _decide(
         return  # the template's change is already in the researcher's file
     plan.writes[path] = (executable, merged)
     if conflicts:
-        plan.changes.append(
-            Change(path, "conflict", f"{conflicts} conflicting region{'s' * (conflicts > 1)}")
-        )
+        why = f"{conflicts} conflicting region{'s' * (conflicts > 1)}"
+        plan.changes.append(Change(path, "conflict", why, before=working, after=merged))
     else:
-        plan.changes.append(Change(path, "merged", "your changes and the template's"))
+        plan.changes.append(Change(path, "merged", "your changes and the template's", working, merged))
 
 
 def _working(root: Path, path: str) -> bytes | None | Literal["other"]:
