@@ -35,10 +35,18 @@ def _environment() -> jinja2.Environment:
     )
 
 
+@lru_cache(maxsize=1024)
+def _compiled(source: str) -> jinja2.Template:
+    """Compiling is most of a render's cost; a task's files are compiled once, not once per task."""
+    return _environment().from_string(source)
+
+
 def render_string(source: str, context: dict[str, Any]) -> str:
     """Render one Jinja string with ``cookiecutter`` bound to ``context``."""
+    if "{" not in source:
+        return source  # most path parts: nothing to render
     try:
-        return _environment().from_string(source).render(cookiecutter=context)
+        return _compiled(source).render(cookiecutter=context)
     except jinja2.TemplateError as error:
         raise TemplateError(f"cannot render {source[:60]!r}: {error}") from error
 
@@ -114,7 +122,7 @@ def write(files: list[RenderedFile], context: dict[str, Any], destination: Path)
         data = file.source.read_bytes()
         if b"\0" not in data[:8192] and not _matches(file.path, verbatim):
             try:
-                text = _environment().from_string(data.decode("utf-8")).render(cookiecutter=context)
+                text = _compiled(data.decode("utf-8")).render(cookiecutter=context)
             except (UnicodeDecodeError, jinja2.TemplateError) as error:
                 raise TemplateError(f"cannot render {file.source}: {error}") from error
             data = text.encode("utf-8")
