@@ -447,3 +447,145 @@ def test_a_record_with_a_task_that_is_a_path_is_refused(tmp_path: Path, cli) -> 
     with pytest.raises(Exception, match="malformed"):
         update_project(root)
     assert not (tmp_path.parent / "escape").exists()
+
+
+# --- what an adversarial pass found --------------------------------------------------------------
+
+
+def with_kept_template(root: Path, extra: dict[str, bytes]) -> None:
+    """Replace the project's kept template by the current one plus ``extra``, with a matching record."""
+    tree = baseline.TemplateTree({**CURRENT.files, **{path: (False, data) for path, data in extra.items()}})
+    (root / ".dlscaffold-template.tar.gz").write_bytes(tree.pack())
+    record = json.loads((root / ".dlscaffold.json").read_text())
+    record["template_digest"] = tree.digest
+    (root / ".dlscaffold.json").write_text(json.dumps(record))
+    commit(root)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"{{cookiecutter.project_slug}}/{{ '%cpwned'|format(47) }}": b"x"},  # an absolute path
+        {"{{cookiecutter.project_slug}}/{{ '..' }}/pwned": b"x"},
+        {"{{cookiecutter.project_slug}}/{{cookiecutter.task_name}}{{ '%c..%cpwned'|format(47, 47) }}": b"x"},
+        {"{{cookiecutter.project_slug}}/x.py": b"{{ cycler.__init__.__globals__.os.system('touch pwned') }}"},
+    ],
+    ids=["absolute", "dotdot", "task-path", "code"],
+)
+def test_a_crafted_kept_template_cannot_write_outside_or_run_code(tmp_path: Path, cli, extra) -> None:
+    root = generate(tmp_path / "p", "pytorch")
+    with_kept_template(root, extra)
+    before = tree_digest(root)
+    result = cli("update", "--project", str(root), cwd=root)
+    assert result.exit_code == 1, result.output
+    assert "cannot render" in result.output or "not a name" in result.output
+    assert tree_digest(root) == before
+    added = cli("add-task", "more", "--project", str(root), cwd=root)  # renders only the task's files
+    assert "Traceback" not in added.output
+    assert not list(tmp_path.rglob("*pwned*")) and not Path("/pwned").exists()
+
+
+@pytest.mark.parametrize("option", [["--adopt"], ["--base-template", "TEMPLATE"]])
+def test_adopting_is_refused_where_the_project_keeps_its_template(
+    tmp_path: Path, old_template: Template, cli, option: list[str]
+) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    option = [str(old_template.root) if value == "TEMPLATE" else value for value in option]
+    before = tree_digest(root)
+    result = cli("update", *option, "--project", str(root))
+    assert result.exit_code == 1 and "keeps the template it was made from (1 (" in result.output
+    assert tree_digest(root) == before
+
+
+@pytest.mark.parametrize("key", ["project_name", "framework"])
+def test_a_record_without_a_needed_answer_is_malformed(tmp_path: Path, cli, key: str) -> None:
+    root = generate(tmp_path, "pytorch")
+    record = json.loads((root / ".dlscaffold.json").read_text())
+    del record["answers"][key]
+    (root / ".dlscaffold.json").write_text(json.dumps(record))
+    commit(root)
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 1 and f"lack {key}" in result.output and "Traceback" not in result.output
+
+
+def test_archive_bombs_are_refused_before_they_fill_memory(tmp_path: Path) -> None:
+    huge = baseline.TemplateTree({"cookiecutter.json": (False, b"{}"), "zeros": (False, bytes(40 << 20))})
+    with pytest.raises(Exception, match="unpacks to over"):
+        baseline.unpack(huge.pack(), "archive")
+    many = baseline.TemplateTree(
+        {f"f{index}": (False, b"") for index in range(baseline.MAX_TEMPLATE_FILES + 5)}
+    )
+    with pytest.raises(Exception, match="entries"):
+        baseline.unpack(many.pack(), "archive")
+
+
+def test_a_fifo_in_a_base_template_is_refused_not_read(tmp_path: Path, old_template: Template) -> None:
+    assert cookiecutter(tmp_path, "project_name=demo").returncode == 0
+    root = tmp_path / "demo"
+    git(root, "init", "-q")
+    commit(root)
+    base = tmp_path / "base"
+    shutil.copytree(old_template.root, base)
+    os.mkfifo(base / "{{cookiecutter.project_slug}}" / "fifo")
+    result = subprocess.run(
+        [sys.executable, "-m", "dlscaffold", "update", "--dry-run", "--base-template", str(base)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "not a regular file" in result.stderr, result.stderr
+
+
+def test_a_crlf_checkout_updates_without_conflicts(tmp_path: Path, old_template: Template, cli) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    for path in root.rglob("*.py"):
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    commit(root)
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 0, result.output
+    assert "conflict" not in result.output and "updated   protocol/launch.py" in result.output
+    launch = (root / "protocol" / "launch.py").read_bytes()
+    assert b"\r\n" in launch and b"\n" not in launch.replace(b"\r\n", b"")
+    assert (
+        launch.replace(b"\r\n", b"\n") == CURRENT.files["{{cookiecutter.project_slug}}/protocol/launch.py"][1]
+    )
+
+
+def test_git_ignored_files_are_left_alone(tmp_path: Path, old_template: Template, cli) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    (root / ".git" / "info" / "exclude").write_text("protocol/grid.py\n")
+    (root / "protocol" / "grid.py").write_text("# my private grid\n")  # where the template adds one
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 0, result.output
+    assert "kept      protocol/grid.py  (git ignores it" in result.output
+    assert (root / "protocol" / "grid.py").read_text() == "# my private grid\n"
+
+
+def test_the_researchers_file_modes_are_kept(tmp_path: Path, old_template: Template, cli) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    (root / "protocol" / "launch.py").chmod(0o600)
+    (root / "scripts" / "sweep.py").chmod(0o755)
+    commit(root)
+    assert cli("update", "--project", str(root)).exit_code == 0
+    assert (root / "protocol" / "launch.py").stat().st_mode & 0o777 == 0o600
+    assert (root / "scripts" / "sweep.py").stat().st_mode & 0o777 == 0o755
+
+
+def test_what_a_killed_command_left_is_not_called_uncommitted(
+    tmp_path: Path, old_template: Template, cli
+) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    (root / (transaction.STAGING_PREFIX + "left")).mkdir()
+    (root / (transaction.STAGING_PREFIX + "left") / "x.py").write_text("")
+    preview = cli("update", "--dry-run", "--project", str(root))
+    assert preview.exit_code == 0 and "commit them first" not in preview.output
+    assert cli("update", "--project", str(root)).exit_code == 0
+    assert not list(root.glob(transaction.STAGING_PREFIX + "*"))
+
+
+def test_check_cannot_tell_with_a_broken_template_copy(tmp_path: Path, cli) -> None:
+    root = generate(tmp_path, "pytorch")
+    (root / ".dlscaffold-template.tar.gz").write_bytes(b"garbage")
+    result = cli("update", "--check", "--project", str(root))
+    assert result.exit_code == 2 and "restore" in result.output

@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dlscaffold import files
-from dlscaffold.errors import NotAProjectError
+from dlscaffold.errors import NotAProjectError, TemplateError
 from dlscaffold.render import SKIPPED_NAMES, SKIPPED_SUFFIXES
-from dlscaffold.template import Template
+from dlscaffold.template import PROJECT_DIR_NAME, Template
 
 ARCHIVE_NAME = ".dlscaffold-template.tar.gz"
-MAX_ARCHIVE_BYTES = 8 * 1024 * 1024
-MAX_TEMPLATE_BYTES = 64 * 1024 * 1024
+MAX_ARCHIVE_BYTES = 4 * 1024 * 1024  # compressed; the template is about 50 KB
+MAX_TEMPLATE_BYTES = 16 * 1024 * 1024  # unpacked, headers included; the template is about 350 KB
+MAX_TEMPLATE_FILES = 2000
 
 
 @dataclass(frozen=True)
@@ -95,16 +96,29 @@ class TemplateTree:
 
 
 def read_tree(root: Path) -> TemplateTree:
-    """The template directory ``root`` (holding ``cookiecutter.json``) as a tree."""
+    """The template directory ``root`` (holding ``cookiecutter.json``) as a tree of plain files.
+
+    Symlinks, FIFOs and devices are refused rather than followed or read (a
+    template given with ``--base-template`` is the user's to name, so anything).
+    """
     found: dict[str, tuple[bool, bytes]] = {}
     for directory, subdirs, names in os.walk(root):
         subdirs[:] = sorted(name for name in subdirs if name not in SKIPPED_NAMES)
+        for name in [*names, *subdirs]:
+            path = Path(directory, name)
+            if path.is_symlink():
+                raise TemplateError(f"{path} is a symlink; a template holds plain files only")
         for name in names:
             if name in SKIPPED_NAMES or name.endswith(SKIPPED_SUFFIXES):
                 continue
             path = Path(directory, name)
-            relative = path.relative_to(root).as_posix()
-            found[relative] = (bool(path.stat().st_mode & stat.S_IXUSR), path.read_bytes())
+            try:
+                data = files.read_bytes(path, limit=MAX_TEMPLATE_BYTES)
+            except files.UnreadableFile as error:
+                raise TemplateError(f"cannot read the template: {error}") from error
+            found[path.relative_to(root).as_posix()] = (bool(os.lstat(path).st_mode & stat.S_IXUSR), data)
+            if len(found) > MAX_TEMPLATE_FILES:
+                raise TemplateError(f"{root} holds more than {MAX_TEMPLATE_FILES} files; not a template")
     return TemplateTree(found)
 
 
@@ -113,8 +127,10 @@ def unpack(data: bytes, where: str) -> TemplateTree:
     found: dict[str, tuple[bool, bytes]] = {}
     total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar:
+        with tarfile.open(fileobj=io.BytesIO(_gunzip(data, where)), mode="r:") as tar:
+            for count, member in enumerate(tar):
+                if count > MAX_TEMPLATE_FILES:
+                    raise NotAProjectError(f"{where} holds over {MAX_TEMPLATE_FILES} entries; restore it")
                 path = PurePosixPath(member.name)
                 if path.is_absolute() or ".." in path.parts or not path.parts:
                     raise NotAProjectError(
@@ -133,6 +149,17 @@ def unpack(data: bytes, where: str) -> TemplateTree:
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise NotAProjectError(f"{where} is not a readable archive ({error}); restore it from git") from error
     return TemplateTree(found)
+
+
+def _gunzip(data: bytes, where: str) -> bytes:
+    """The uncompressed archive, never more than :data:`MAX_TEMPLATE_BYTES` of it (no gzip bomb)."""
+    inflater = zlib.decompressobj(wbits=31)  # 31: gzip framing
+    raw = inflater.decompress(data, MAX_TEMPLATE_BYTES + 1)
+    if len(raw) > MAX_TEMPLATE_BYTES or inflater.unconsumed_tail:
+        raise NotAProjectError(f"{where} unpacks to over {MAX_TEMPLATE_BYTES} bytes; restore it")
+    if not inflater.eof:
+        raise NotAProjectError(f"{where} is a truncated archive; restore it from git")
+    return raw
 
 
 def store(project_root: Path, tree: TemplateTree) -> None:
@@ -154,8 +181,9 @@ def stored(project_root: Path, digest: str) -> TemplateTree:
         raise NotAProjectError(
             f"{path} is not the template the project record names (it was changed); restore it from git"
         )
-    if "cookiecutter.json" not in tree.files:
-        raise NotAProjectError(f"{path} holds no cookiecutter.json; restore it from git")
+    project_files = [name for name in tree.files if name.startswith(PROJECT_DIR_NAME + "/")]
+    if "cookiecutter.json" not in tree.files or not project_files:
+        raise NotAProjectError(f"{path} holds no cookiecutter template; restore it from git")
     return tree
 
 

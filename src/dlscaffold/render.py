@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from dlscaffold.errors import TemplateError
 
@@ -28,7 +29,9 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    # Sandboxed: a project's kept copy of its template is a file anyone with commit
+    # rights could have crafted, and an ordinary environment would run its code.
+    return SandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -47,8 +50,16 @@ def render_string(source: str, context: dict[str, Any]) -> str:
         return source  # most path parts: nothing to render
     try:
         return _compiled(source).render(cookiecutter=context)
-    except jinja2.TemplateError as error:
+    except jinja2.TemplateError as error:  # SecurityError included
         raise TemplateError(f"cannot render {source[:60]!r}: {error}") from error
+
+
+def render_part(source: str, context: dict[str, Any]) -> str:
+    """One rendered component of a path: a plain name, never a way out of the destination."""
+    part = render_string(source, context)
+    if part in ("", ".", "..") or "/" in part or "\\" in part or "\0" in part:
+        raise TemplateError(f"the template path part {source[:60]!r} renders to {part[:60]!r}, not a name")
+    return part
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ def plan(
             continue
         kept = flavoured(template_path, flavours, flavour)
         if kept is not None:
-            rendered = PurePosixPath(*(render_string(part, context) for part in kept.parts))
+            rendered = PurePosixPath(*(render_part(part, context) for part in kept.parts))
             files.append(RenderedFile(rendered, source))
     return files
 
@@ -123,7 +134,7 @@ def write(files: list[RenderedFile], context: dict[str, Any], destination: Path)
         if b"\0" not in data[:8192] and not _matches(file.path, verbatim):
             try:
                 text = _compiled(data.decode("utf-8")).render(cookiecutter=context)
-            except (UnicodeDecodeError, jinja2.TemplateError) as error:
+            except (UnicodeDecodeError, jinja2.TemplateError) as error:  # SecurityError included
                 raise TemplateError(f"cannot render {file.source}: {error}") from error
             data = text.encode("utf-8")
         target.write_bytes(data)

@@ -154,7 +154,10 @@ def move_into(
             else:
                 _link_or_copy(destination / path, aside)
         for path in paths:
-            os.rename(staging / path, destination / path)
+            try:
+                os.rename(staging / path, destination / path)
+            except OSError as error:  # named by where the user will look, not the staging copy
+                raise OSError(error.errno, error.strerror, str(destination / path)) from error
     except BaseException:
         _undo(journal, staging)
         done(staging)

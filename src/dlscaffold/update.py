@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -34,7 +35,7 @@ from typing import Literal
 
 from dlscaffold import __version__, baseline, git, render, transaction
 from dlscaffold.create import validate_answers
-from dlscaffold.errors import GitError, UpdateError
+from dlscaffold.errors import GitError, NotAProjectError, UpdateError
 from dlscaffold.project import RECORD_NAME, ProjectRecord, read_project
 from dlscaffold.tasks import is_task_file, recorded
 from dlscaffold.template import Template, bundled_template_dir
@@ -47,7 +48,8 @@ WHY = {
     "kept": "the template dropped it, but you changed it",
     "skipped": "you deleted it; it stays deleted",
     "other": "not a regular file here; left as it is",
-    "binary": "not text: changed by you and by the template; yours is kept",
+    "binary": "not text, changed by you and by the template: yours is kept, without the template's change",
+    "ignored": "git ignores it, so git could not undo a change: left as it is",
 }
 
 
@@ -99,6 +101,7 @@ class _Plan:
     changes: list[Change] = field(default_factory=list)
     writes: Files = field(default_factory=dict)
     removes: list[str] = field(default_factory=list)
+    modes: dict[str, int] = field(default_factory=dict)  # permission bits of the researcher's to keep
 
 
 def available(project_root: Path, template: Template | None = None) -> bool:
@@ -106,6 +109,7 @@ def available(project_root: Path, template: Template | None = None) -> bool:
     project = read_project(project_root)
     if project.template_digest is None:
         raise UpdateError(_no_base_message(project_root))
+    baseline.stored(project_root, project.template_digest)  # a copy that cannot be read: cannot tell
     new = baseline.read_tree((template or Template(bundled_template_dir())).root)
     return new.digest != project.template_digest
 
@@ -129,8 +133,16 @@ def update_project(
         if not dry_run:
             transaction.recover(project_root, committed=lambda journal: recorded(project_root, journal))
         project = read_project(project_root)
+        _check_answers(project)
+        if (adopt or base_template is not None) and project.template_digest is not None:
+            kept = baseline.stored(project_root, project.template_digest)
+            raise UpdateError(
+                f"{project_root} keeps the template it was made from ({kept.label()}); "
+                f"--adopt and --base-template are for projects that keep none: run plain `dlscaffold update`"
+            )
         old_tree = _base(project, base_template, new_tree if adopt else None)
-        result = Update(root=project_root, old=old_tree.label(), new=new_tree.label())
+        old_label = "none kept" if adopt else old_tree.label()
+        result = Update(root=project_root, old=old_label, new=new_tree.label())
         if old_tree.digest == new_tree.digest and project.template_digest == new_tree.digest:
             result.up_to_date = True
             return result
@@ -171,6 +183,16 @@ def _base(
     return baseline.stored(project.root, project.template_digest)
 
 
+def _check_answers(project: ProjectRecord) -> None:
+    """The answers every render needs; a record without them is not rendered with guessed ones."""
+    missing = [key for key in ("project_name", "framework") if not project.answers.get(key)]
+    if missing:
+        raise NotAProjectError(
+            f"the project record in {project.root} is malformed: its answers lack {', '.join(missing)}; "
+            "restore it from git"
+        )
+
+
 def _no_base_message(root: Path) -> str:
     return (
         f"{root} keeps no copy of the template it was made from (it was made by plain cookiecutter, "
@@ -182,7 +204,13 @@ def _no_base_message(root: Path) -> str:
 
 
 def _uncommitted(root: Path) -> list[str]:
-    """The project's uncommitted changes, as ``git status`` lists them; refuse outside git."""
+    """The project's uncommitted changes, as ``git status`` lists them; refuse outside git.
+
+    A staging directory a killed command left is not the user's change: the
+    next update removes it (and undoes what it journalled) before it looks.
+    """
+    if shutil.which("git") is None:
+        raise GitError("update needs git, to merge and to keep what it changes reviewable; install git")
     if git.repository_of(root) is None:
         raise UpdateError(
             f"{root} is not under git. update merges into your files, so it only runs where git can "
@@ -198,7 +226,9 @@ def _uncommitted(root: Path) -> list[str]:
     )
     if result.returncode != 0:
         raise GitError(f"git status failed in {root}: {result.stderr.strip()}")
-    return [line for line in result.stdout.splitlines() if line.strip()]
+    return [
+        line for line in result.stdout.splitlines() if line.strip() and transaction.STAGING_PREFIX not in line
+    ]
 
 
 def render_project(template: Template, project: ProjectRecord) -> Files:
@@ -228,7 +258,33 @@ def _plan(project: ProjectRecord, old_tree: baseline.TemplateTree, new_tree: bas
     plan = _Plan()
     for path in sorted(base.keys() | new.keys()):
         _decide(project.root, path, base.get(path), new.get(path), labels, plan)
+    _leave_ignored(project.root, plan)
     return plan
+
+
+def _leave_ignored(root: Path, plan: _Plan) -> None:
+    """Files git ignores are not changed: git could neither show nor undo it."""
+    existing = [path for path in [*plan.writes, *plan.removes] if os.path.lexists(root / path)]
+    if not existing:
+        return
+    result = subprocess.run(
+        ["git", "check-ignore", "--stdin", "-z"],
+        cwd=root,
+        input=b"".join(path.encode() + b"\0" for path in existing),
+        capture_output=True,
+        check=False,
+    )
+    ignored = (
+        {name.decode() for name in result.stdout.split(b"\0") if name} if result.returncode == 0 else set()
+    )
+    for path in ignored:
+        plan.writes.pop(path, None)
+        if path in plan.removes:
+            plan.removes.remove(path)
+    plan.changes = [
+        Change(change.path, "kept", WHY["ignored"]) if change.path in ignored else change
+        for change in plan.changes
+    ]
 
 
 def _decide(
@@ -246,6 +302,29 @@ def _decide(
     if working == "other":
         plan.changes.append(Change(path, "kept", WHY["other"]))
         return
+    if working is not None and _crlf(working, base, new):  # a Windows checkout (core.autocrlf)
+        _decide_text(path, working.replace(b"\r\n", b"\n"), base, new, labels, plan, root)
+        if path in plan.writes:
+            executable, data = plan.writes[path]
+            plan.writes[path] = (executable, data.replace(b"\n", b"\r\n"))
+        return
+    _decide_text(path, working, base, new, labels, plan, root)
+
+
+def _crlf(working: bytes, base: tuple[bool, bytes] | None, new: tuple[bool, bytes] | None) -> bool:
+    """Whether the researcher's copy has CRLF line ends where the template has LF."""
+    return b"\r\n" in working and not any(side is not None and b"\r\n" in side[1] for side in (base, new))
+
+
+def _decide_text(
+    path: str,
+    working: bytes | None,
+    base: tuple[bool, bytes] | None,
+    new: tuple[bool, bytes] | None,
+    labels: tuple[str, str, str],
+    plan: _Plan,
+    root: Path,
+) -> None:
     if working is None:
         if base is None and new is not None:
             plan.writes[path] = new
@@ -261,19 +340,21 @@ def _decide(
             plan.changes.append(Change(path, "removed", before=working))
         else:
             plan.writes[path] = new
+            if base[0] == new[0]:  # the template kept the mode: keep the researcher's (a chmod)
+                plan.modes[path] = stat.S_IMODE(os.lstat(root / path).st_mode)
             plan.changes.append(Change(path, "updated", before=working, after=new[1]))
         return
     if new is None:
         plan.changes.append(Change(path, "kept", WHY["kept"]))
         return
-    executable = bool(os.lstat(root / path).st_mode & stat.S_IXUSR)
     merged, conflicts = merge(working, base[1] if base is not None else b"", new[1], labels)
     if merged is None:
-        plan.changes.append(Change(path, "conflict", WHY["binary"]))
+        plan.changes.append(Change(path, "kept", WHY["binary"]))
         return
     if merged == working:
         return  # the template's change is already in the researcher's file
-    plan.writes[path] = (executable, merged)
+    plan.writes[path] = (new[0], merged)
+    plan.modes[path] = stat.S_IMODE(os.lstat(root / path).st_mode)
     if conflicts:
         why = f"{conflicts} conflicting region{'s' * (conflicts > 1)}"
         plan.changes.append(Change(path, "conflict", why, before=working, after=merged))
@@ -331,7 +412,7 @@ def _apply(project: ProjectRecord, plan: _Plan, new_tree: baseline.TemplateTree)
             target = staging / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-            target.chmod((0o777 if executable else 0o666) & ~umask)
+            target.chmod(plan.modes.get(path, (0o777 if executable else 0o666) & ~umask))
         baseline.store(staging, new_tree)
         record = ProjectRecord(root=root, data=dict(project.data))
         record.data["template_digest"] = new_tree.digest
