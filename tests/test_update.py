@@ -469,8 +469,9 @@ def with_kept_template(root: Path, extra: dict[str, bytes]) -> None:
         {"{{cookiecutter.project_slug}}/{{ '..' }}/pwned": b"x"},
         {"{{cookiecutter.project_slug}}/{{cookiecutter.task_name}}{{ '%c..%cpwned'|format(47, 47) }}": b"x"},
         {"{{cookiecutter.project_slug}}/x.py": b"{{ cycler.__init__.__globals__.os.system('touch pwned') }}"},
+        {"{{cookiecutter.project_slug}}/.git/hooks/post-checkout": b"#!/bin/sh\ntouch pwned\n"},
     ],
-    ids=["absolute", "dotdot", "task-path", "code"],
+    ids=["absolute", "dotdot", "task-path", "code", "git-hook"],
 )
 def test_a_crafted_kept_template_cannot_write_outside_or_run_code(tmp_path: Path, cli, extra) -> None:
     root = generate(tmp_path / "p", "pytorch")
@@ -478,8 +479,9 @@ def test_a_crafted_kept_template_cannot_write_outside_or_run_code(tmp_path: Path
     before = tree_digest(root)
     result = cli("update", "--project", str(root), cwd=root)
     assert result.exit_code == 1, result.output
-    assert "cannot render" in result.output or "not a name" in result.output
+    assert any(why in result.output for why in ("cannot render", "not a name", "git's own directory"))
     assert tree_digest(root) == before
+    assert not (root / ".git" / "hooks" / "post-checkout").exists()
     added = cli("add-task", "more", "--project", str(root), cwd=root)  # renders only the task's files
     assert "Traceback" not in added.output
     assert not list(tmp_path.rglob("*pwned*")) and not Path("/pwned").exists()
@@ -589,3 +591,123 @@ def test_check_cannot_tell_with_a_broken_template_copy(tmp_path: Path, cli) -> N
     (root / ".dlscaffold-template.tar.gz").write_bytes(b"garbage")
     result = cli("update", "--check", "--project", str(root))
     assert result.exit_code == 2 and "restore" in result.output
+
+
+# --- what a second adversarial pass found -------------------------------------------------------
+
+
+def plant_journal(root: Path, journal: dict, name: str = "notes") -> Path:
+    staging = root / (transaction.STAGING_PREFIX + name)
+    staging.mkdir()
+    (staging / "journal.json").write_text(json.dumps({"dirs": [], **journal}))
+    return staging
+
+
+def test_a_committed_journal_is_never_acted_on(tmp_path: Path, cli) -> None:
+    root = generate(tmp_path, "pytorch")
+    journal = {"destination": str(root.resolve()), "files": {".git": "directory", "data": "directory"}}
+    staging = plant_journal(root, journal)
+    git(root, "add", "--force", staging.name)  # as if cloned from a repository someone crafted
+    commit(root)
+    assert cli("add-task", "more", "--project", str(root)).exit_code == 0
+    assert (root / ".git").is_dir() and (root / "data" / "raw").is_dir()
+
+
+def test_a_journal_naming_another_path_to_the_project_is_ignored(tmp_path: Path, cli) -> None:
+    root = generate(tmp_path, "pytorch")
+    plant_journal(root, {"destination": "/proc/self/cwd", "files": {"data": "directory"}})
+    assert cli("add-task", "more", "--project", str(root), cwd=root).exit_code == 0
+    assert (root / "data" / "raw").is_dir()
+
+
+def test_recovery_never_writes_through_a_symlink(tmp_path: Path, cli) -> None:
+    root = generate(tmp_path, "pytorch")
+    (root / "hk").symlink_to(root / ".git" / "hooks")
+    staging = plant_journal(
+        root,
+        {
+            "destination": str(root.resolve()),
+            "files": {"hk/post-checkout": "0"},
+            "originals": ["hk/post-checkout"],
+        },
+    )
+    hook = staging / ".dlscaffold-originals" / "hk" / "post-checkout"
+    hook.parent.mkdir(parents=True)
+    hook.write_text("#!/bin/sh\ntouch pwned\n")
+    assert cli("add-task", "more", "--project", str(root)).exit_code == 0
+    assert not (root / ".git" / "hooks" / "post-checkout").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda files: files.update(
+                {"{{cookiecutter.project_slug}}/.dlscaffold-staging-x/journal.json": b"{}"}
+            ),
+            "staging directory",
+        ),
+        (
+            lambda files: files.update({"{{cookiecutter.project_slug}}/big.txt": b"{{ 'a' * 10**12 }}"}),
+            "cannot render",
+        ),
+        (
+            lambda files: files.update(
+                {
+                    "cookiecutter.json": (
+                        files["cookiecutter.json"].replace(
+                            b'"_copy_without_render": []', b'"_copy_without_render": 5'
+                        )
+                    )
+                }
+            ),
+            "_copy_without_render",
+        ),
+        (
+            lambda files: files.update(
+                {
+                    "cookiecutter.json": (
+                        files["cookiecutter.json"].replace(b'"project_name": "myproject",', b"")
+                    )
+                }
+            ),
+            "asks no project_name",
+        ),
+    ],
+    ids=["staging-name", "huge-string", "copy-without-render", "no-project-name"],
+)
+def test_a_crafted_template_definition_is_one_line(tmp_path: Path, cli, change, message: str) -> None:
+    root = generate(tmp_path, "pytorch")
+    files = {path: data for path, (_, data) in CURRENT.files.items()}
+    change(files)
+    tree = baseline.TemplateTree({path: (False, data) for path, data in files.items()})
+    (root / ".dlscaffold-template.tar.gz").write_bytes(tree.pack())
+    record = json.loads((root / ".dlscaffold.json").read_text())
+    record["template_digest"] = tree.digest
+    (root / ".dlscaffold.json").write_text(json.dumps(record))
+    commit(root)
+    before = tree_digest(root)
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and tree_digest(root) == before
+
+
+def test_a_file_with_mixed_line_ends_keeps_each_line_as_it_was(
+    tmp_path: Path, old_template: Template, cli
+) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    launch = root / "protocol" / "launch.py"
+    launch.write_bytes(launch.read_bytes() + b"# mine\r\n")
+    commit(root)
+    assert cli("update", "--project", str(root)).exit_code == 0
+    merged = launch.read_bytes()
+    assert merged.count(b"\r\n") == 1 and merged.endswith(b"# mine\r\n")
+
+
+def test_a_user_file_named_like_a_staging_directory_is_uncommitted_work(
+    tmp_path: Path, old_template: Template, cli
+) -> None:
+    root = generate(tmp_path, "pytorch", old_template)
+    (root / (transaction.STAGING_PREFIX + "plan.md")).write_text("my plan\n")
+    result = cli("update", "--project", str(root))
+    assert result.exit_code == 1 and "uncommitted changes" in result.output

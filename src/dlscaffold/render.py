@@ -50,8 +50,8 @@ def render_string(source: str, context: dict[str, Any]) -> str:
         return source  # most path parts: nothing to render
     try:
         return _compiled(source).render(cookiecutter=context)
-    except jinja2.TemplateError as error:  # SecurityError included
-        raise TemplateError(f"cannot render {source[:60]!r}: {error}") from error
+    except (jinja2.TemplateError, MemoryError, OverflowError, RecursionError) as error:  # SecurityError too
+        raise TemplateError(f"cannot render {source[:60]!r}: {error!r}") from error
 
 
 def render_part(source: str, context: dict[str, Any]) -> str:
@@ -59,6 +59,10 @@ def render_part(source: str, context: dict[str, Any]) -> str:
     part = render_string(source, context)
     if part in ("", ".", "..") or "/" in part or "\\" in part or "\0" in part:
         raise TemplateError(f"the template path part {source[:60]!r} renders to {part[:60]!r}, not a name")
+    if part.casefold() == ".git":  # hooks written there would run at the user's next git command
+        raise TemplateError(f"the template path part {source[:60]!r} renders to .git, git's own directory")
+    if part.startswith(".dlscaffold-staging-"):  # what recovery reads: never the template's to write
+        raise TemplateError(f"the template path part {source[:60]!r} renders to a staging directory's name")
     return part
 
 
@@ -127,6 +131,8 @@ def _walk(root: Path) -> Iterator[Path]:
 def write(files: list[RenderedFile], context: dict[str, Any], destination: Path) -> None:
     """Render ``files`` under ``destination``, keeping each source's permission bits."""
     verbatim = context.get("_copy_without_render", [])
+    if not isinstance(verbatim, list) or not all(isinstance(pattern, str) for pattern in verbatim):
+        raise TemplateError("the template's _copy_without_render is not a list of patterns")
     for file in files:
         target = destination / file.local_path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +140,13 @@ def write(files: list[RenderedFile], context: dict[str, Any], destination: Path)
         if b"\0" not in data[:8192] and not _matches(file.path, verbatim):
             try:
                 text = _compiled(data.decode("utf-8")).render(cookiecutter=context)
-            except (UnicodeDecodeError, jinja2.TemplateError) as error:  # SecurityError included
+            except (
+                UnicodeDecodeError,
+                jinja2.TemplateError,
+                MemoryError,
+                OverflowError,
+                RecursionError,
+            ) as error:
                 raise TemplateError(f"cannot render {file.source}: {error}") from error
             data = text.encode("utf-8")
         target.write_bytes(data)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -76,8 +77,10 @@ def recover(directory: Path, committed: Callable[[dict[str, Any]], bool] = lambd
     add-task: the record lists the task) and must be kept rather than undone.
     """
     for staging in staging_dirs(directory):
+        if _tracked(staging):
+            continue  # committed to git, so cloned or crafted, not left by a kill here: never acted on
         journal = _read_journal(staging / JOURNAL)
-        if journal is not None and _same(Path(journal["destination"]), directory) and not committed(journal):
+        if journal is not None and _same(journal["destination"], directory) and not committed(journal):
             _undo(journal, staging)
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -90,12 +93,30 @@ def undo(staging: Path) -> None:
     done(staging)
 
 
-def _same(path: Path, directory: Path) -> bool:
-    """Whether a journal's destination is the directory being recovered (never some other one)."""
+def _same(destination: str, directory: Path) -> bool:
+    """Whether a journal's destination is the directory being recovered (never some other one).
+
+    Compared as resolved text: a journal naming ``/proc/self/cwd`` or a symlink
+    to the project is not one this machine's commands wrote for it.
+    """
     try:
-        return path.is_absolute() and os.path.samefile(path, directory)
+        return destination == str(directory.resolve())
     except OSError:
         return False
+
+
+def _tracked(staging: Path) -> bool:
+    """Whether git tracks anything in ``staging`` (a kill leaves untracked directories only)."""
+    try:
+        result = subprocess.run(
+            ["git", "ls-files", "-z", "--", staging.name],
+            cwd=staging.parent,
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        return False  # no git: nothing can have been committed
+    return result.returncode == 0 and bool(result.stdout)
 
 
 @contextmanager
@@ -135,7 +156,7 @@ def move_into(
         {parent for path in paths for parent in (destination / path).parents if not parent.exists()}
     )
     journal = {
-        "destination": str(destination.absolute()),
+        "destination": str(destination.resolve()),
         "files": {str(path): _digest(staging / path) for path in paths},
         "dirs": [str(directory) for directory in new_dirs],
         "originals": [str(path) for path in [*paths, *removes] if os.path.lexists(destination / path)],
@@ -181,8 +202,8 @@ def _undo(journal: dict[str, Any], staging: Path) -> None:
         digest = journal["files"].get(name)
         original = name in originals and os.path.lexists(aside)
         try:
-            if path.is_symlink():
-                continue  # not something this command wrote
+            if any(parent.is_symlink() for parent in [path, *path.parents] if destination in parent.parents):
+                continue  # not something this command wrote, nor a way it would write
             if digest == DIRECTORY and path.is_dir():
                 shutil.rmtree(path)
             elif digest is not None and path.is_file() and _digest(path) == digest:
@@ -236,7 +257,10 @@ def _read_journal(path: Path) -> dict[str, Any] | None:
         and isinstance(journal.get("destination"), str)
         and isinstance(journal.get("files"), dict)
         and all(isinstance(value, str) for value in journal["files"].values())
-        and all(_inside(name) for name in journal["files"])
+        and all(
+            _inside(name) or (name == ".git" and digest == DIRECTORY)
+            for name, digest in journal["files"].items()
+        )
         and isinstance(journal.get("dirs"), list)
         and all(isinstance(value, str) for value in journal["dirs"])
         and isinstance(journal.get("originals", []), list)
@@ -248,5 +272,12 @@ def _read_journal(path: Path) -> dict[str, Any] | None:
 
 
 def _inside(name: Any) -> bool:
-    """A relative path that stays below the directory it is joined to."""
-    return isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts
+    """A relative path that stays below the directory it is joined to, outside git's own directory.
+
+    The one ``.git`` a journal may name is the whole repository ``new`` moved
+    into an empty directory (checked by the caller).
+    """
+    if not isinstance(name, str) or Path(name).is_absolute():
+        return False
+    parts = [part.casefold() for part in Path(name).parts]
+    return bool(parts) and ".." not in parts and ".git" not in parts

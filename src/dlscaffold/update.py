@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -35,7 +36,7 @@ from typing import Literal
 
 from dlscaffold import __version__, baseline, git, render, transaction
 from dlscaffold.create import validate_answers
-from dlscaffold.errors import GitError, NotAProjectError, UpdateError
+from dlscaffold.errors import GitError, NotAProjectError, TemplateError, UpdateError
 from dlscaffold.project import RECORD_NAME, ProjectRecord, read_project
 from dlscaffold.tasks import is_task_file, recorded
 from dlscaffold.template import Template, bundled_template_dir
@@ -226,15 +227,22 @@ def _uncommitted(root: Path) -> list[str]:
     )
     if result.returncode != 0:
         raise GitError(f"git status failed in {root}: {result.stderr.strip()}")
-    return [
-        line for line in result.stdout.splitlines() if line.strip() and transaction.STAGING_PREFIX not in line
-    ]
+    prefix = subprocess.run(
+        ["git", "rev-parse", "--show-prefix"], cwd=root, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    leftover = re.compile(r"\?\? " + re.escape(prefix + transaction.STAGING_PREFIX) + r"[^/]*/.*")
+    return [line for line in result.stdout.splitlines() if line.strip() and not leftover.fullmatch(line)]
 
 
 def render_project(template: Template, project: ProjectRecord) -> Files:
     """Every file ``template`` makes for the project's answers and tasks (its first task, then the
     others as add-task renders them), apart from the record and the template copy."""
     questions = template.questions()
+    missing = {"project_name", "framework", "task_name"} - set(questions)
+    if missing:
+        raise TemplateError(
+            f"{template.root} is not a dlscaffold template: it asks no {', '.join(sorted(missing))}"
+        )
     answers = {key: value for key, value in project.answers.items() if key in questions}
     tasks = project.tasks
     if not tasks:
@@ -274,9 +282,9 @@ def _leave_ignored(root: Path, plan: _Plan) -> None:
         capture_output=True,
         check=False,
     )
-    ignored = (
-        {name.decode() for name in result.stdout.split(b"\0") if name} if result.returncode == 0 else set()
-    )
+    if result.returncode not in (0, 1):  # 1: none ignored; anything else, git could not tell
+        raise GitError(f"git check-ignore failed in {root}: {result.stderr.decode(errors='replace').strip()}")
+    ignored = {name.decode() for name in result.stdout.split(b"\0") if name}
     for path in ignored:
         plan.writes.pop(path, None)
         if path in plan.removes:
@@ -312,8 +320,17 @@ def _decide(
 
 
 def _crlf(working: bytes, base: tuple[bool, bytes] | None, new: tuple[bool, bytes] | None) -> bool:
-    """Whether the researcher's copy has CRLF line ends where the template has LF."""
-    return b"\r\n" in working and not any(side is not None and b"\r\n" in side[1] for side in (base, new))
+    """Whether the researcher's copy ends every line with CRLF where the template has LF.
+
+    Only a file that is CRLF throughout is converted; one with mixed line
+    ends is merged as it is, so no line the researcher did not touch changes.
+    """
+    lines = working.count(b"\n")
+    return (
+        lines > 0
+        and working.count(b"\r\n") == lines
+        and not any(side is not None and b"\r\n" in side[1] for side in (base, new))
+    )
 
 
 def _decide_text(
