@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,8 +161,12 @@ def _check(key: str, value: str, what: str | None = None) -> str:
     """Apply the rule for ``key`` to one answer; a refusal names what was wrong."""
     from dlscaffold import names
 
-    rules = {
-        "project_name": lambda: (names.check_project_name(value), names.check_slug(_slug(value))),
+    def project_name() -> None:
+        names.check_project_name(value)
+        names.check_slug(_slug(value))
+
+    rules: dict[str, Callable[[], None]] = {
+        "project_name": project_name,
         "task_name": lambda: names.check_task_name(value),
         "author": lambda: names.check_text(value, "author"),
         "description": lambda: names.check_text(value, "description"),
@@ -211,14 +216,19 @@ def _report_new(result: NewProject, here: bool) -> None:
     )
 
 
+def _project_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--project DIR`` of a command that changes a project."""
+    return click.option(
+        "--project",
+        "project_dir",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help=f"The project to {what}  [default: the one containing the current directory]",
+    )
+
+
 @main.command("add-task")
 @click.argument("name")
-@click.option(
-    "--project",
-    "project_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The project to add to  [default: the one containing the current directory]",
-)
+@_project_option("add to")
 @click.option("--dry-run", is_flag=True, help="List the files that would be written; write nothing.")
 def add_task(name: str, project_dir: Path | None, dry_run: bool) -> None:
     """Add the task NAME to a generated project.
@@ -344,12 +354,7 @@ def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> Non
 
 
 @main.command()
-@click.option(
-    "--project",
-    "project_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The project to update  [default: the one containing the current directory]",
-)
+@_project_option("update")
 @click.option("--dry-run", is_flag=True, help="List what would change, file by file; write nothing.")
 @click.option("--diff", "show_diff", is_flag=True, help="Also print each change as a unified diff.")
 @click.option(
@@ -390,6 +395,11 @@ def update(
         changed them; files the template added appear.
     The working tree must be committed first, so `git diff` shows what the update
     did. It is written all at once or not at all.
+
+    \b
+      dlscaffold update --dry-run --diff    # what it would change, as diffs
+      dlscaffold update                     # do it; review with `git diff`, commit
+      dlscaffold update --check             # in CI: exit 1 when an update is available
     """
     from dlscaffold.project import find_project
     from dlscaffold.update import available, update_project

@@ -141,7 +141,8 @@ def reproduce(
 
 def _one_snapshot(manifest: dict[str, Any], last: Any) -> Any:
     """The snapshot the run trained with; refused when a resume ran other code than the start."""
-    history = manifest.get("history") if isinstance(manifest.get("history"), list) else []
+    recorded = manifest.get("history")
+    history: list[Any] = recorded if isinstance(recorded, list) else []
     used = {entry.get("snapshot") for entry in history if isinstance(entry, dict) and entry.get("snapshot")}
     if len(used) > 1:
         shown = ", ".join(sorted(str(snapshot)[:12] for snapshot in used))

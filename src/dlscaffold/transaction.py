@@ -167,13 +167,13 @@ def move_into(
     try:
         for directory in new_dirs:
             directory.mkdir(exist_ok=True)
-        for path in journal["originals"]:
-            aside = staging / ORIGINALS / path
+        for name in journal["originals"]:
+            aside = staging / ORIGINALS / name
             aside.parent.mkdir(parents=True, exist_ok=True)
-            if path in journal["removes"]:
-                os.rename(destination / path, aside)
+            if name in journal["removes"]:
+                os.rename(destination / name, aside)
             else:
-                _link_or_copy(destination / path, aside)
+                _link_or_copy(destination / name, aside)
         for path in paths:
             try:
                 os.rename(staging / path, destination / path)
