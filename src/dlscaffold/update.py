@@ -17,8 +17,11 @@ answers and tasks rendered with the installed template). Per file:
 Everything is computed before a byte is written, and written through
 :mod:`dlscaffold.transaction`: the changed files, the new copy of the template
 and the record move in together, and a failure or a kill half-way puts every
-file back. Only a clean git working tree is updated, so ``git diff`` shows
-exactly what the update did and ``git checkout`` takes it back.
+file back. Only a clean git working tree is updated, so ``git status`` and
+``git diff`` show exactly what the update did, and ``git checkout . && git
+clean -fd`` takes it back. What git could not show or undo (a git-ignored
+file, a path through a symlink, a file that is not text) is left as it is and
+listed.
 """
 
 from __future__ import annotations
