@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import stat
 import tarfile
@@ -28,6 +29,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from dlscaffold import files
@@ -47,7 +49,7 @@ class TemplateTree:
 
     files: dict[str, tuple[bool, bytes]]
 
-    @property
+    @cached_property  # asked for several times per command; the files never change
     def digest(self) -> str:
         """A SHA-256 over paths, executable bits and contents: equal exactly when the templates are."""
         digest = hashlib.sha256()
@@ -60,8 +62,6 @@ class TemplateTree:
     @property
     def version(self) -> str:
         """The version the template states in its ``cookiecutter.json`` (for people; the digest decides)."""
-        import json
-
         try:
             variables = json.loads(self.files["cookiecutter.json"][1])
             return str(variables.get("_dlscaffold_template_version", "unknown"))
