@@ -196,11 +196,9 @@ def laid_out(tree: TemplateTree) -> Iterator[Template]:
 
 def stamp(rendered_root: Path, tree: TemplateTree) -> None:
     """Keep ``tree`` in a freshly rendered project and name it in the project's record."""
-    from dlscaffold import __version__
     from dlscaffold.project import read_project
 
     store(rendered_root, tree)
     record = read_project(rendered_root)
-    record.data["template_digest"] = tree.digest
-    record.data["dlscaffold_version"] = __version__
+    record.name_template(tree.digest, tree.version)
     record.save()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlscaffold import files, names
+from dlscaffold import __version__, files, names
 from dlscaffold.errors import InvalidValueError, NotAProjectError
 
 RECORD_NAME = ".dlscaffold.json"
@@ -49,12 +49,16 @@ class ProjectRecord:
         self.data["tasks"] = [*self.tasks, task]
         self.save()
 
-    def text(self) -> str:
-        return json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
+    def name_template(self, digest: str, version: str) -> None:
+        """Say which template the project keeps, and which dlscaffold put it there (then :meth:`save`)."""
+        self.data["template_version"] = version
+        self.data["template_digest"] = digest
+        self.data["dlscaffold_version"] = __version__
 
     def save(self, root: Path | None = None) -> None:
         """Write the record atomically into ``root`` (the project's own root by default)."""
-        files.write_text_atomic((root or self.root) / RECORD_NAME, self.text())
+        text = json.dumps(self.data, indent=2, ensure_ascii=False) + "\n"
+        files.write_text_atomic((root or self.root) / RECORD_NAME, text)
 
 
 def find_project(start: Path, how_to_name: str) -> ProjectRecord:

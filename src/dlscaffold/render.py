@@ -25,6 +25,9 @@ from dlscaffold.errors import TemplateError
 
 SKIPPED_NAMES = frozenset({"__pycache__", ".DS_Store"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
+# what rendering a template can raise: Jinja's errors (the sandbox's SecurityError among
+# them) and the ones a crafted template provokes with huge or deeply nested values
+RENDER_ERRORS = (jinja2.TemplateError, MemoryError, OverflowError, RecursionError)
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +53,7 @@ def render_string(source: str, context: dict[str, Any]) -> str:
         return source  # most path parts: nothing to render
     try:
         return _compiled(source).render(cookiecutter=context)
-    except (jinja2.TemplateError, MemoryError, OverflowError, RecursionError) as error:  # SecurityError too
+    except RENDER_ERRORS as error:
         raise TemplateError(f"cannot render {source[:60]!r}: {error!r}") from error
 
 
@@ -140,13 +143,7 @@ def write(files: list[RenderedFile], context: dict[str, Any], destination: Path)
         if b"\0" not in data[:8192] and not _matches(file.path, verbatim):
             try:
                 text = _compiled(data.decode("utf-8")).render(cookiecutter=context)
-            except (
-                UnicodeDecodeError,
-                jinja2.TemplateError,
-                MemoryError,
-                OverflowError,
-                RecursionError,
-            ) as error:
+            except (UnicodeDecodeError, *RENDER_ERRORS) as error:
                 raise TemplateError(f"cannot render {file.source}: {error}") from error
             data = text.encode("utf-8")
         target.write_bytes(data)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dlscaffold import __version__, baseline, git, render, transaction
+from dlscaffold import baseline, files, git, render, transaction
 from dlscaffold.create import validate_answers
 from dlscaffold.errors import GitError, NotAProjectError, TemplateError, UpdateError
 from dlscaffold.project import RECORD_NAME, ProjectRecord, read_project
@@ -254,8 +254,8 @@ def render_project(template: Template, project: ProjectRecord) -> Files:
         destination = Path(scratch)
         for index, task in enumerate(tasks):
             context = validate_answers({**answers, "task_name": task}, template)
-            files = template.plan(context, include=(lambda _: True) if index == 0 else is_task_file)
-            render.write(files, context, destination)
+            planned = template.plan(context, include=(lambda _: True) if index == 0 else is_task_file)
+            render.write(planned, context, destination)
         return {
             path: tree for path, tree in baseline.read_tree(destination).files.items() if path not in MANAGED
         }
@@ -425,8 +425,7 @@ def merge(working: bytes, base: bytes, new: bytes, labels: tuple[str, str, str])
 def _apply(project: ProjectRecord, plan: _Plan, new_tree: baseline.TemplateTree) -> None:
     """Write the plan, the new template copy and the record in one journalled move."""
     root = project.root
-    umask = os.umask(0o022)
-    os.umask(umask)
+    umask = files.current_umask()
     with transaction.staging_dir(root) as staging:
         for path, (executable, data) in plan.writes.items():
             target = staging / path
@@ -435,9 +434,7 @@ def _apply(project: ProjectRecord, plan: _Plan, new_tree: baseline.TemplateTree)
             target.chmod(plan.modes.get(path, (0o777 if executable else 0o666) & ~umask))
         baseline.store(staging, new_tree)
         record = ProjectRecord(root=root, data=dict(project.data))
-        record.data["template_digest"] = new_tree.digest
-        record.data["template_version"] = new_tree.version
-        record.data["dlscaffold_version"] = __version__
+        record.name_template(new_tree.digest, new_tree.version)
         record.save(staging)
         moved = [Path(path) for path in [*plan.writes, baseline.ARCHIVE_NAME, RECORD_NAME]]
         transaction.move_into(staging, root, moved, removes=[Path(path) for path in plan.removes], update="1")
