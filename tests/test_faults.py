@@ -159,6 +159,20 @@ def test_add_task_killed_between_moves_is_undone_by_the_next_command(new_project
     assert cli("add-task", "doomed", "--project", str(root)).exit_code == 0  # nothing in the way
 
 
+def test_add_task_killed_then_the_project_renamed_is_undone_where_it_now_is(new_project, cli) -> None:
+    root = new_project().root
+    code = KILL_AT.format(module="transaction", function="transaction.os.rename")
+    killed = subprocess.run([sys.executable, "-c", code, "2", "before"], cwd=root, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    assert (root / "experiments" / "doomed").is_dir()  # half added
+    renamed = root.with_name("renamed")
+    root.rename(renamed)
+    result = cli("add-task", "doomed", "--project", str(renamed))  # the half-added task is undone first
+    assert result.exit_code == 0, result.output
+    assert record(renamed)["tasks"] == ["task1", "doomed"]
+    assert_record_matches_disk(renamed)
+
+
 def test_add_task_killed_after_recording_keeps_the_task(new_project, cli) -> None:
     root = new_project().root
     code = KILL_AT.format(module="files", function="files.os.replace")
@@ -229,6 +243,26 @@ def test_force_keeps_symlinks_and_never_writes_through_them(cli, tmp_path: Path)
     assert sorted(path.name for path in outside.iterdir()) == ["notes.md"]  # nothing written through
     assert "kept your existing README.md" in result.output and "kept your existing data" in result.output
     assert (root / "experiments" / "task1" / "train.py").is_file()
+
+
+@pytest.mark.parametrize("entry", ["utils", "protocol", "experiments", "layers"])
+@pytest.mark.parametrize("kind", ["file", "symlink to a directory"])
+def test_force_refuses_a_file_where_the_project_needs_a_package(
+    cli, tmp_path: Path, entry: str, kind: str
+) -> None:
+    root = tmp_path / "demo"
+    root.mkdir()
+    if kind == "file":
+        (root / entry).write_text("mine")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        (root / entry).symlink_to(tmp_path / "elsewhere")
+    result = cli("new", "demo", "--no-input", "--no-git", "--force", "--output-dir", str(tmp_path))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"where the project needs the directory {entry}/ (for {entry}/" in result.output
+    assert sorted(path.name for path in root.iterdir()) == [entry]  # nothing written
+    if kind != "file":
+        assert not list((tmp_path / "elsewhere").iterdir())  # never written through
 
 
 def test_add_task_refuses_what_is_in_its_way(new_project, cli, tmp_path: Path) -> None:

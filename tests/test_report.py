@@ -226,3 +226,25 @@ def test_trained_runs_have_a_history_that_report_plots(cli, new_project) -> None
     pngs = sorted((root / "reports").glob("curves_task1_*.png"))
     assert {png.name for png in pngs} >= {"curves_task1_val_acc.png", "curves_task1_train_loss.png"}
     assert all(png.read_bytes().startswith(PNG_SIGNATURE) for png in pngs)
+
+
+def test_a_history_starting_with_a_byte_order_mark_keeps_its_first_epoch(tmp_path: Path) -> None:
+    from dlscaffold.report import read_history
+
+    lines = history_lines(0.9, 0.3)
+    (tmp_path / "history.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    assert sorted(read_history(tmp_path)) == list(range(1, EPOCHS + 1))
+
+
+def test_runs_whose_names_need_escaping_keep_their_metrics_and_curves(cli, new_project) -> None:
+    root = new_project().root
+    results = root / "experiments" / "task1" / "results"
+    add_run(results, "odd\x1b[31m\u2028name_seed-0", 0.75, 0.5)
+    result = cli("report", str(root))
+    assert result.exit_code == 0, result.output
+    markdown = (root / "reports" / "report.md").read_text()
+    assert "\x1b" not in markdown and "\u2028" not in markdown
+    assert "| 1 | 0.7500 | 0.5000 |" in markdown  # its final metrics, read from its real directory
+    rows = list(csv.DictReader((root / "reports" / "results.csv").open()))
+    assert [(row["metric"], row["mean"]) for row in rows] == [("val_acc", "0.75"), ("val_loss", "0.5")]
+    assert (root / "reports" / "curves_task1_val_acc.png").read_bytes().startswith(PNG_SIGNATURE)

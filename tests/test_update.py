@@ -319,6 +319,30 @@ def test_a_killed_update_is_undone_and_the_next_one_completes(
     assert tree_digest(root) == tree_digest(clean)
 
 
+def test_a_killed_update_is_undone_where_the_project_was_moved_and_a_copy_is_refused(
+    tmp_path: Path, old_template: Template, cli
+) -> None:
+    root = generate(tmp_path / "killed", "pytorch", old_template)
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, "9"], cwd=root, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True)  # a copy is another directory: never undone in its name
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    root.rename(moved)
+    result = cli("update", "--project", str(moved))  # undoes the half update where it now is
+    assert result.exit_code == 0, result.output
+    clean = generate(tmp_path / "clean", "pytorch", old_template)
+    assert cli("update", "--project", str(clean)).exit_code == 0
+    assert tree_digest(moved) == tree_digest(clean)
+
+    before = tree_digest(copy)
+    refused = cli("update", "--project", str(copy))
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
+    assert "was written for another directory" in refused.output and str(root) in refused.output
+    assert tree_digest(copy) == before and list(copy.glob(transaction.STAGING_PREFIX + "*"))
+
+
 def test_update_and_add_task_at_once_land_one_after_the_other(tmp_path: Path, old_template: Template) -> None:
     root = generate(tmp_path, "pytorch", old_template)
     commands = [["update"], ["add-task", "racer"]]
@@ -613,11 +637,12 @@ def test_a_committed_journal_is_never_acted_on(tmp_path: Path, cli) -> None:
     assert (root / ".git").is_dir() and (root / "data" / "raw").is_dir()
 
 
-def test_a_journal_naming_another_path_to_the_project_is_ignored(tmp_path: Path, cli) -> None:
+def test_a_journal_naming_another_path_to_the_project_is_never_obeyed(tmp_path: Path, cli) -> None:
     root = generate(tmp_path, "pytorch")
-    plant_journal(root, {"destination": "/proc/self/cwd", "files": {"data": "directory"}})
-    assert cli("add-task", "more", "--project", str(root), cwd=root).exit_code == 0
-    assert (root / "data" / "raw").is_dir()
+    staging = plant_journal(root, {"destination": "/proc/self/cwd", "files": {"data": "directory"}})
+    refused = cli("add-task", "more", "--project", str(root), cwd=root)
+    assert refused.exit_code == 1 and "was written for another directory (/proc/self/cwd)" in refused.output
+    assert (root / "data" / "raw").is_dir() and staging.is_dir()  # neither obeyed nor thrown away
 
 
 def test_recovery_never_writes_through_a_symlink(tmp_path: Path, cli) -> None:
@@ -711,3 +736,50 @@ def test_a_user_file_named_like_a_staging_directory_is_uncommitted_work(
     (root / (transaction.STAGING_PREFIX + "plan.md")).write_text("my plan\n")
     result = cli("update", "--project", str(root))
     assert result.exit_code == 1 and "uncommitted changes" in result.output
+
+
+# --- what a third adversarial pass found --------------------------------------------------------
+
+TASK_FILE = "{{cookiecutter.project_slug}}/trainers/{{cookiecutter.task_name}}_extra.py"
+LOOP = b"{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"{% include 'other.txt' %}", "cannot include, import or extend another"),
+        (b"{% import 'macros.txt' as m %}", "cannot include, import or extend another"),
+        (b"{% extends 'base.txt' %}", "cannot include, import or extend another"),
+        (b"{{ 1 / 0 }}", "cannot render"),
+        (b"{{ '%d' % 'x' }}", "cannot render"),
+        (LOOP, "took longer than 1.5 s, so it was stopped"),
+        (b"{% set x = 'a' * 10**7 %}{{ x }}", "renders to more than any real template writes"),
+        (b"{{ ('a' * 10**5) * 10**5 }}", "MemoryError"),  # 10 GB: refused by the memory cap at once
+    ],
+    ids=["include", "import", "extends", "zero-division", "type-error", "loop", "huge-file", "memory"],
+)
+def test_a_crafted_kept_template_is_one_line_and_bounded(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch, content: bytes, message: str
+) -> None:
+    monkeypatch.setenv("DLSCAFFOLD_RENDER_TIMEOUT", "1.5")
+    root = generate(tmp_path / "p", "pytorch")
+    with_kept_template(root, {TASK_FILE: content})
+    before = tree_digest(root)
+    for command in (["update"], ["add-task", "more"], ["add-task", "more", "--dry-run"]):
+        result = cli(*command, "--project", str(root))
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+        assert tree_digest(root) == before
+        assert not transaction.staging_dirs(root)
+
+
+def test_a_template_version_with_terminal_escapes_never_reaches_the_terminal(tmp_path: Path, cli) -> None:
+    root = generate(tmp_path / "p", "pytorch")
+    variables = json.loads(CURRENT.files["cookiecutter.json"][1])
+    variables["_dlscaffold_template_version"] = "0.2\x1b]0;pwned\x07\n<<<<<<< x"
+    with_kept_template(root, {"cookiecutter.json": json.dumps(variables).encode()})
+    result = cli("update", "--project", str(root), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "from the template unknown (" in result.output

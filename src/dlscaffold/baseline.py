@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 import tempfile
@@ -41,6 +42,7 @@ ARCHIVE_NAME = ".dlscaffold-template.tar.gz"
 MAX_ARCHIVE_BYTES = 4 * 1024 * 1024  # compressed; the template is about 50 KB
 MAX_TEMPLATE_BYTES = 16 * 1024 * 1024  # unpacked, headers included; the template is about 350 KB
 MAX_TEMPLATE_FILES = 2000
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,19 @@ class TemplateTree:
 
     @property
     def version(self) -> str:
-        """The version the template states in its ``cookiecutter.json`` (for people; the digest decides)."""
+        """The version the template states in its ``cookiecutter.json`` (for people; the digest decides).
+
+        It reaches the terminal, the record and conflict markers, so anything but a short
+        plain version string (terminal escapes, a newline that would break a marker) is "unknown".
+        """
         try:
             variables = json.loads(self.files["cookiecutter.json"][1])
-            return str(variables.get("_dlscaffold_template_version", "unknown"))
-        except (KeyError, ValueError, AttributeError):
+            version = variables.get("_dlscaffold_template_version", "unknown")
+        except (KeyError, ValueError, AttributeError, RecursionError):
             return "unknown"
+        if isinstance(version, int) and not isinstance(version, bool) and 0 <= version < 10**6:
+            return str(version)  # the 0.1.0 template says 1
+        return version if isinstance(version, str) and VERSION.fullmatch(version) else "unknown"
 
     def label(self) -> str:
         return f"{self.version} ({self.digest[:12]})"

@@ -19,6 +19,7 @@ import click
 from dlscaffold import __version__
 from dlscaffold.errors import DlscaffoldError
 from dlscaffold.template import Template, bundled_template_dir
+from dlscaffold.text import printable
 
 if TYPE_CHECKING:
     from dlscaffold.create import NewProject
@@ -46,12 +47,6 @@ class _Group(click.Group):
                     "the current directory no longer exists; cd to another one"
                 ) from error
             raise click.ClickException(printable(describe_os_error(error))) from error
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print on any terminal: undecodable bytes as U+FFFD, control characters escaped."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return "".join(char if char.isprintable() or char == "\n" else repr(char)[1:-1] for char in text)
 
 
 def _check_task(project_root: Path, task: str | None) -> None:
@@ -321,7 +316,11 @@ def report(project_dir: Path | None, task: str | None, out_dir: Path | None) -> 
     help="largest difference allowed in weights and metrics  [default: 0 (bitwise) for plain PyTorch, "
     "1e-6 for Lightning]",
 )
-@click.option("--python", help="the Python to train with  [default: the one that trained the run]")
+@click.option(
+    "--python",
+    help="the Python to train with (a path, or a name on PATH)  [default: the active virtual "
+    "environment's, else the project's .venv, else the one running dlscaffold]",
+)
 def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> None:
     """Train RUN_DIR again from the exact code and command it recorded, and compare.
 
@@ -331,17 +330,20 @@ def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> Non
     directory; the new run lands beside the original as <run>-reproduced-<time>.
     Nothing of the original run or of your working tree, index or branches changes.
     Exit code 0 when final metrics and weights match within the tolerance.
+    The interpreter the manifest names is never run (a run directory can come
+    from anyone): the command says which Python it trains with, and why.
     """
     from dlscaffold.project import find_project
+    from dlscaffold.reproduce import choose_python
     from dlscaffold.reproduce import reproduce as run_again
 
     project = find_project(run_dir, how_to_name="give a run directory inside a project")
     if tolerance is None:
         tolerance = 1e-6 if project.answers.get("framework") == "lightning" else 0.0
-    result = run_again(project, run_dir, tolerance, python)
+    result = run_again(project, run_dir, tolerance, choose_python(project.root, python))
     click.echo(f"\nreproduced as {printable(str(result.new_run))} (tolerance {tolerance:g}):")
     for key, (before, after) in result.metrics.items():
-        click.echo(f"  {key:<16} {before!s:<22} {after!s:<22}")
+        click.echo(printable(f"  {key:<16} {before!s:<22} {after!s:<22}"))
     weights = result.weights
     click.echo(
         f"  weights: {weights['compared']} tensors, {len(weights['differing'])} differ "

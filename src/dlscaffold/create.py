@@ -92,6 +92,7 @@ def create_project(
     with transaction.locked(target):
         transaction.recover(target)
         _check_target(target, force)
+        _check_needed_directories(target, paths)
         empty = not _entries(target)
         with transaction.staging_dir(target) as staging:
             render.write(files, context, staging)
@@ -122,6 +123,28 @@ def _check_target(target: Path, force: bool) -> None:
             f"{target} already exists and is not empty; choose another name or --output-dir, "
             "or pass --force to add the template's files to it (existing files are kept)"
         )
+
+
+def _check_needed_directories(target: Path, paths: list[Path]) -> None:
+    """Refuse, before writing, a user's entry where the project needs a directory of its code.
+
+    A file there, or a symlink to one, leaves the project without that package; a symlink
+    to a directory is kept (``data -> /big/disk``), unless the template puts code inside,
+    which dlscaffold never writes through a symlink.
+    """
+    needed: dict[Path, list[Path]] = {}
+    for path in paths:
+        blocked = _in_the_way(target, path)
+        if blocked is not None and blocked != path:
+            needed.setdefault(blocked, []).append(path)
+    for entry, inside in sorted(needed.items()):
+        code = [path for path in inside if path.suffix == ".py"]
+        if not (target / entry).is_dir() or code:
+            shown = ", ".join(str(path) for path in (code or inside)[:3])
+            raise TargetExistsError(
+                f"{target / entry} is {'a symlink' if (target / entry).is_symlink() else 'a file'} where "
+                f"the project needs the directory {entry}/ (for {shown}); move it away and run again"
+            )
 
 
 def _entries(directory: Path) -> list[Path]:

@@ -41,3 +41,7 @@ class ReproduceError(DlscaffoldError):
 
 class UpdateError(DlscaffoldError):
     """A project cannot be updated as it stands: uncommitted changes, no git, no base template."""
+
+
+class RecoveryError(DlscaffoldError):
+    """What a killed command left cannot be undone here; the user must look at it."""

@@ -51,9 +51,10 @@ def read_bytes(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
 
 
 def read_text(path: Path, limit: int = MAX_READ_BYTES) -> str:
-    """The UTF-8 text of a small regular file, read with :func:`read_bytes`."""
+    """The UTF-8 text of a small regular file, read with :func:`read_bytes`; a leading byte-order
+    mark (an editor's on Windows) is not part of it."""
     try:
-        return read_bytes(path, limit).decode("utf-8")
+        return read_bytes(path, limit).decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise UnreadableFile(f"{path} is not UTF-8 text") from error
 

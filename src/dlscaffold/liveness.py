@@ -69,8 +69,8 @@ def lock_state(lock: Path, owner: dict[str, Any], jobs: SlurmJobs) -> tuple[str,
         return "interrupted", "its lock vanished"
     if silent > STALE_S:
         return "interrupted", f"no heartbeat from pid {pid} on {host} for {silent / 60:.0f} min"
-    if silent < -STALE_S:  # touched "in the future": that host's clock is wrong, so the beat proves nothing
-        return "interrupted", f"the heartbeat of pid {pid} on {host} is dated in the future (clock skew?)"
+    if silent < -STALE_S:  # touched "in the future": that host's clock is ahead; it beats, so it lives
+        return "running", f"pid {pid} on {host} (its heartbeat is dated ahead of this clock)"
     return "running", f"pid {pid} on {host}"
 
 

@@ -26,8 +26,20 @@ from dlscaffold.errors import TemplateError
 SKIPPED_NAMES = frozenset({"__pycache__", ".DS_Store"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 # what rendering a template can raise: Jinja's errors (the sandbox's SecurityError among
-# them) and the ones a crafted template provokes with huge or deeply nested values
-RENDER_ERRORS = (jinja2.TemplateError, MemoryError, OverflowError, RecursionError)
+# them) and whatever a crafted template provokes (1 / 0, '%d' % 'x', huge or deeply nested
+# values): all of it is the template's fault, never a reason for a traceback
+RENDER_ERRORS = (Exception,)
+MAX_RENDERED_FILE_BYTES = 8 * 1024 * 1024  # the largest template file renders to about 20 KB
+MAX_RENDERED_BYTES = 256 * 1024 * 1024  # a whole project with a few hundred tasks
+
+
+class _NoOtherFiles(jinja2.BaseLoader):
+    """Each file renders on its own: ``{% include %}``, ``{% import %}``, ``{% extends %}`` find nothing."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, None]:
+        raise jinja2.TemplateNotFound(
+            f"{template!r}: a template file cannot include, import or extend another"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -35,6 +47,7 @@ def _environment() -> jinja2.Environment:
     # Sandboxed: a project's kept copy of its template is a file anyone with commit
     # rights could have crafted, and an ordinary environment would run its code.
     return SandboxedEnvironment(
+        loader=_NoOtherFiles(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -54,7 +67,11 @@ def render_string(source: str, context: dict[str, Any]) -> str:
     try:
         return _compiled(source).render(cookiecutter=context)
     except RENDER_ERRORS as error:
-        raise TemplateError(f"cannot render {source[:60]!r}: {error!r}") from error
+        raise TemplateError(f"cannot render {source[:60]!r}: {_described(error)}") from error
+
+
+def _described(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def render_part(source: str, context: dict[str, Any]) -> str:
@@ -131,8 +148,23 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(directory, name)
 
 
-def write(files: list[RenderedFile], context: dict[str, Any], destination: Path) -> None:
+class Budget:
+    """The bytes a render may still write: a crafted template cannot fill the disk."""
+
+    def __init__(self, total: int = MAX_RENDERED_BYTES) -> None:
+        self.left = total
+
+    def spend(self, data: bytes, path: PurePosixPath) -> None:
+        self.left -= len(data)
+        if len(data) > MAX_RENDERED_FILE_BYTES or self.left < 0:
+            raise TemplateError(f"{path} renders to more than any real template writes; not rendered")
+
+
+def write(
+    files: list[RenderedFile], context: dict[str, Any], destination: Path, budget: Budget | None = None
+) -> None:
     """Render ``files`` under ``destination``, keeping each source's permission bits."""
+    budget = budget or Budget()
     verbatim = context.get("_copy_without_render", [])
     if not isinstance(verbatim, list) or not all(isinstance(pattern, str) for pattern in verbatim):
         raise TemplateError("the template's _copy_without_render is not a list of patterns")
@@ -143,9 +175,10 @@ def write(files: list[RenderedFile], context: dict[str, Any], destination: Path)
         if b"\0" not in data[:8192] and not _matches(file.path, verbatim):
             try:
                 text = _compiled(data.decode("utf-8")).render(cookiecutter=context)
-            except (UnicodeDecodeError, *RENDER_ERRORS) as error:
-                raise TemplateError(f"cannot render {file.source}: {error}") from error
+            except RENDER_ERRORS as error:  # UnicodeDecodeError among them
+                raise TemplateError(f"cannot render {file.path}: {_described(error)}") from error
             data = text.encode("utf-8")
+        budget.spend(data, file.path)
         target.write_bytes(data)
         shutil.copymode(file.source, target)
 

@@ -150,7 +150,9 @@ def _main_metric(runs: list[RunStatus]) -> str | None:
 
 
 def _run_dir(project_root: Path, run: RunStatus) -> Path:
-    """Where ``collect_runs`` found ``run`` (a name it had to make printable points nowhere: no files)."""
+    """Where ``collect_runs`` found ``run`` (its name as it is on disk, not as printed)."""
+    if run.location is not None:
+        return run.location
     return project_root / "experiments" / run.task / "results" / run.run
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,11 +26,13 @@ from typing import Any
 from dlscaffold import files, git
 from dlscaffold.errors import ReproduceError
 from dlscaffold.project import ProjectRecord
+from dlscaffold.text import printable
 
 # options that say where and how a run is stored, not what it computes: the reproduction sets its own
 RUN_CONTROL_VALUES = ("--run_name", "--results_dir")
 RUN_CONTROL_FLAGS = ("--force", "--retry_failed", "--resume_failed")
 MAX_RUN_NAME = 120
+SNAPSHOT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a commit id (SHA-1 or SHA-256), never an option
 
 # run with the project's own Python (it has torch; dlscaffold does not import it): the largest
 # difference between any two tensors of the same name in two checkpoints, and the names that differ
@@ -57,6 +61,14 @@ print(json.dumps({"compared": len(ours), "differing": differing, "largest": larg
 """
 
 
+@dataclass(frozen=True)
+class Interpreter:
+    """The Python a reproduction trains with, and why that one."""
+
+    path: str
+    why: str
+
+
 @dataclass
 class Comparison:
     """What the reproduction gave, next to the original."""
@@ -75,10 +87,35 @@ class Comparison:
         return not self.weights["missing"] and self.weights["largest"] <= self.tolerance
 
 
+def choose_python(project_root: Path, python: str | None = None) -> Interpreter:
+    """The interpreter to train with: ``python`` if given, else the active virtual environment's,
+    else the project's ``.venv``, else the one running dlscaffold.
+
+    Never the one a manifest names: a run directory is data anyone can hand over, and
+    running the program it names would run anything on this machine.
+    """
+    if python is not None:
+        found = shutil.which(python) if os.sep not in python else python
+        if found is None or not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            raise ReproduceError(f"--python {python}: no such executable")
+        return Interpreter(os.path.abspath(found), "--python")
+    candidates = []
+    if os.environ.get("VIRTUAL_ENV"):
+        candidates.append(
+            (Path(os.environ["VIRTUAL_ENV"], "bin", "python"), "the active virtual environment")
+        )
+    candidates.append((project_root / ".venv" / "bin" / "python", "the project's .venv"))
+    for path, why in candidates:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return Interpreter(str(path), why)
+    return Interpreter(sys.executable, "the Python running dlscaffold")
+
+
 def reproduce(
-    project: ProjectRecord, run_dir: Path, tolerance: float, python: str | None = None
+    project: ProjectRecord, run_dir: Path, tolerance: float, python: Interpreter | None = None
 ) -> Comparison:
     """Train ``run_dir`` again from its recorded code and command; compare metrics and weights."""
+    python = python or choose_python(project.root)
     run_dir = run_dir.resolve()
     manifest = _read(run_dir / "manifest.json", "its manifest")
     finished = _read(run_dir / "finished.out", "finished.out (only a finished run can be compared)")
@@ -87,7 +124,7 @@ def reproduce(
         raise ReproduceError(f"{run_dir / 'manifest.json'} records no command")
     recorded = recorded if isinstance(recorded, dict) else {}
     snapshot = _one_snapshot(manifest, recorded.get("snapshot"))
-    if not isinstance(snapshot, str):
+    if snapshot is None:
         note = recorded.get("note") or "it predates code snapshots"
         raise ReproduceError(
             f"{run_dir.name} recorded no snapshot of its code ({note}); nothing to rebuild from"
@@ -96,7 +133,7 @@ def reproduce(
     if repository is None:
         raise ReproduceError(f"{project.root} is not in a git repository: its snapshots are gone")
     script = _script(command[1], run_dir)
-    interpreter = python or (command[0] if Path(command[0]).exists() else sys.executable)
+    interpreter = python.path
     new_run = run_dir.parent / _new_name(run_dir)
     with tempfile.TemporaryDirectory(prefix="dlscaffold-reproduce-") as scratch:
         code = Path(scratch) / "code"
@@ -112,7 +149,8 @@ def reproduce(
             "--results_dir",
             str(run_dir.parent),
         ]
-        print(f"reproducing {run_dir.name} from snapshot {snapshot[:12]} as {new_run.name}", flush=True)
+        print(printable(f"reproducing {run_dir.name} from snapshot {snapshot[:12]} as {new_run.name}"))
+        print(printable(f"  with {interpreter} ({python.why}; --python chooses another)"), flush=True)
         try:
             trained = subprocess.run([interpreter, str(root / script), *args], cwd=root, check=False)
         except KeyboardInterrupt:
@@ -120,7 +158,9 @@ def reproduce(
             raise
     if trained.returncode != 0 or not (new_run / "finished.out").is_file():
         where = f"; see {new_run}" if new_run.exists() else ""
-        raise ReproduceError(f"the reproduction did not finish (exit {trained.returncode}){where}")
+        raise ReproduceError(
+            f"the reproduction did not finish (exit {trained.returncode}, with {interpreter}){where}"
+        )
     comparison = Comparison(new_run=new_run, tolerance=tolerance)
     again = _read(new_run / "finished.out", "the reproduction's finished.out")
     comparison.metrics = _metric_pairs(finished.get("metrics"), again.get("metrics"))
@@ -139,11 +179,20 @@ def reproduce(
     return comparison
 
 
-def _one_snapshot(manifest: dict[str, Any], last: Any) -> Any:
-    """The snapshot the run trained with; refused when a resume ran other code than the start."""
+def _one_snapshot(manifest: dict[str, Any], last: Any) -> str | None:
+    """The snapshot the run trained with; refused when a resume ran other code than the start.
+
+    Anything but a commit id is no snapshot (it is handed to git, where text
+    starting with ``-`` would be an option).
+    """
     recorded = manifest.get("history")
     history: list[Any] = recorded if isinstance(recorded, list) else []
-    used = {entry.get("snapshot") for entry in history if isinstance(entry, dict) and entry.get("snapshot")}
+    snapshots = [entry.get("snapshot") for entry in history if isinstance(entry, dict)]
+    used = {snapshot for snapshot in snapshots if isinstance(snapshot, str) and snapshot}
+    if any(not SNAPSHOT.fullmatch(snapshot) for snapshot in used) or not (
+        last is None or (isinstance(last, str) and SNAPSHOT.fullmatch(last))
+    ):
+        raise ReproduceError("the manifest's snapshot is not a commit id: was it edited by hand?")
     if len(used) > 1:
         shown = ", ".join(sorted(str(snapshot)[:12] for snapshot in used))
         raise ReproduceError(

@@ -47,10 +47,11 @@ class RunStatus:
     group_mean: float | None = None
     group_std: float | None = None
     config: str = field(default="", repr=False)  # hparams.json without the seed, as canonical JSON
+    location: Path | None = field(default=None, repr=False)  # the directory itself, unescaped
 
     def to_dict(self) -> dict[str, Any]:
         shown = asdict(self)
-        del shown["config"]
+        del shown["config"], shown["location"]
         return shown
 
 
@@ -139,7 +140,11 @@ def _subdirs(path: Path) -> list[Path]:
 def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStatus:
     """The state of one run directory, whatever condition its files are in."""
     status = RunStatus(
-        task=_printable(task), run=_printable(run_dir.name), state="incomplete", path=_printable(str(run_dir))
+        task=_printable(task),
+        run=_printable(run_dir.name),
+        state="incomplete",
+        path=_printable(str(run_dir)),
+        location=run_dir,
     )
     flag_name = next((name for name in FLAGS if os.path.lexists(run_dir / name)), None)
     flag = _read_json(run_dir / flag_name) if flag_name else None

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dlscaffold import baseline, names, render, transaction
+from dlscaffold.bounded import run_bounded
 from dlscaffold.errors import NotAProjectError, TargetExistsError
 from dlscaffold.project import ProjectRecord, read_project
 from dlscaffold.render import RenderedFile
@@ -32,6 +34,9 @@ class NewTask:
     name: str
     project: ProjectRecord
     files: list[Path]
+
+
+RENDERING = "rendering the task with the project's kept template"
 
 
 def is_task_file(template_path: PurePosixPath) -> bool:
@@ -51,11 +56,11 @@ def add_task(project_root: Path, task: str, *, dry_run: bool = False) -> NewTask
             transaction.recover(project_root, committed=lambda journal: recorded(project_root, journal))
         project = read_project(project_root)
         template = stack.enter_context(template_of(project))
-        files, context = _plan(project, task, template)
-        paths = [file.local_path for file in files]
-        if not dry_run:
+        if dry_run:
+            paths = run_bounded(lambda: _render(project, task, template, None), RENDERING)
+        else:
             with transaction.staging_dir(project_root) as staging:
-                render.write(files, context, staging)
+                paths = run_bounded(lambda: _render(project, task, template, staging), RENDERING)
                 transaction.move_into(staging, project_root, paths, task=task)
                 try:
                     project.add_task(task)  # the commit point: from here on a kill keeps the task
@@ -64,6 +69,17 @@ def add_task(project_root: Path, task: str, *, dry_run: bool = False) -> NewTask
                     raise
                 transaction.done(staging)
     return NewTask(name=task, project=project, files=paths)
+
+
+def _render(project: ProjectRecord, task: str, template: Template, staging: Path | None) -> list[Path]:
+    """The task's files, rendered into ``staging`` (``None``: a scratch directory, so that a dry run
+    fails where the real one would); run in a bounded child."""
+    files, context = _plan(project, task, template)
+    with contextlib.ExitStack() as stack:
+        if staging is None:
+            staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlscaffold-dry-run-")))
+        render.write(files, context, staging)
+    return [file.local_path for file in files]
 
 
 def _plan(project: ProjectRecord, task: str, template: Template) -> tuple[list[RenderedFile], dict[str, Any]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dlscaffold import files
-from dlscaffold.errors import BusyError
+from dlscaffold.errors import BusyError, RecoveryError
 
 STAGING_PREFIX = ".dlscaffold-staging-"
 JOURNAL = "journal.json"
@@ -80,7 +80,14 @@ def recover(directory: Path, committed: Callable[[dict[str, Any]], bool] = lambd
         if _tracked(staging):
             continue  # committed to git, so cloned or crafted, not left by a kill here: never acted on
         journal = _read_journal(staging / JOURNAL)
-        if journal is not None and _same(journal["destination"], directory) and not committed(journal):
+        if journal is not None and not _ours(journal, directory):
+            raise RecoveryError(
+                f"{staging} holds what a command killed half-way set aside, but it was written for "
+                f"another directory ({journal['destination']}), so it was not undone here: look inside "
+                "(.dlscaffold-originals holds the files it replaced), put back what you need, then "
+                "remove it and run the command again"
+            )
+        if journal is not None and not committed(journal):
             _undo(journal, staging)
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -93,16 +100,21 @@ def undo(staging: Path) -> None:
     done(staging)
 
 
-def _same(destination: str, directory: Path) -> bool:
-    """Whether a journal's destination is the directory being recovered (never some other one).
+def _ours(journal: dict[str, Any], directory: Path) -> bool:
+    """Whether ``journal`` was written for ``directory`` by a command on it: its path then, or the
+    same directory since moved or renamed (the same device and inode), never a copy or a plant.
 
-    Compared as resolved text: a journal naming ``/proc/self/cwd`` or a symlink
-    to the project is not one this machine's commands wrote for it.
+    The path is compared as resolved text: a journal naming ``/proc/self/cwd`` or a
+    symlink to the project is not one this machine's commands wrote for it.
     """
     try:
-        return destination == str(directory.resolve())
+        if journal["destination"] == str(directory.resolve()):
+            return True
+        found = os.stat(directory)
     except OSError:
         return False
+    identity = journal.get("identity")
+    return isinstance(identity, list) and identity == [found.st_dev, found.st_ino]
 
 
 def _tracked(staging: Path) -> bool:
@@ -153,12 +165,14 @@ def move_into(
     """
     removes = removes or []
     new_dirs = sorted(
-        {parent for path in paths for parent in (destination / path).parents if not parent.exists()}
+        {parent for path in paths for parent in path.parents[:-1] if not (destination / parent).exists()}
     )
-    journal = {
+    found = os.stat(destination)
+    journal: dict[str, Any] = {
         "destination": str(destination.resolve()),
+        "identity": [found.st_dev, found.st_ino],  # recognised after a move or rename
         "files": {str(path): _digest(staging / path) for path in paths},
-        "dirs": [str(directory) for directory in new_dirs],
+        "dirs": [str(directory) for directory in new_dirs],  # relative, like every path below
         "originals": [str(path) for path in [*paths, *removes] if os.path.lexists(destination / path)],
         "removes": [str(path) for path in removes],
         **note,
@@ -166,7 +180,7 @@ def move_into(
     _write_journal(staging / JOURNAL, journal)
     try:
         for directory in new_dirs:
-            directory.mkdir(exist_ok=True)
+            (destination / directory).mkdir(exist_ok=True)
         for name in journal["originals"]:
             aside = staging / ORIGINALS / name
             aside.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +207,11 @@ def done(staging: Path) -> None:
 def _undo(journal: dict[str, Any], staging: Path) -> None:
     """Take back the files a command moved in, if still exactly as it wrote them, putting back
     the originals it set aside. Every step is tried; the first failure is raised at the end,
-    and the journal stays, so that a later :func:`recover` can finish."""
-    destination = Path(journal["destination"])
+    and the journal stays, so that a later :func:`recover` can finish.
+
+    The staging directory always sits in the directory it changes, so that is where
+    its paths lead, wherever the project has moved since."""
+    destination = staging.parent
     originals = set(journal.get("originals", []))
     failures: list[OSError] = []
     for name in [*journal["files"], *journal.get("removes", [])]:
@@ -215,7 +232,7 @@ def _undo(journal: dict[str, Any], staging: Path) -> None:
                 os.rename(aside, path)
         except OSError as error:
             failures.append(error)
-    _remove_empty([Path(directory) for directory in journal["dirs"]])
+    _remove_empty([destination / directory for directory in journal["dirs"] if _inside(directory)])
     if failures:
         raise failures[0]
 
@@ -262,7 +279,7 @@ def _read_journal(path: Path) -> dict[str, Any] | None:
             for name, digest in journal["files"].items()
         )
         and isinstance(journal.get("dirs"), list)
-        and all(isinstance(value, str) for value in journal["dirs"])
+        and all(isinstance(value, str) for value in journal["dirs"])  # absolute ones (older) are skipped
         and isinstance(journal.get("originals", []), list)
         and all(_inside(value) for value in journal.get("originals", []))
         and isinstance(journal.get("removes", []), list)

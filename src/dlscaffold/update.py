@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from dlscaffold import baseline, files, git, render, transaction
+from dlscaffold.bounded import run_bounded
 from dlscaffold.create import validate_answers
 from dlscaffold.errors import GitError, NotAProjectError, TemplateError, UpdateError
 from dlscaffold.project import RECORD_NAME, ProjectRecord, read_project
@@ -250,12 +251,13 @@ def render_project(template: Template, project: ProjectRecord) -> Files:
     tasks = project.tasks
     if not tasks:
         raise UpdateError(f"the project record in {project.root} lists no task")
+    budget = render.Budget()
     with tempfile.TemporaryDirectory(prefix="dlscaffold-render-") as scratch:
         destination = Path(scratch)
         for index, task in enumerate(tasks):
             context = validate_answers({**answers, "task_name": task}, template)
             planned = template.plan(context, include=(lambda _: True) if index == 0 else is_task_file)
-            render.write(planned, context, destination)
+            render.write(planned, context, destination, budget)
         return {
             path: tree for path, tree in baseline.read_tree(destination).files.items() if path not in MANAGED
         }
@@ -263,8 +265,10 @@ def render_project(template: Template, project: ProjectRecord) -> Files:
 
 def _plan(project: ProjectRecord, old_tree: baseline.TemplateTree, new_tree: baseline.TemplateTree) -> _Plan:
     with baseline.laid_out(old_tree) as old_template, baseline.laid_out(new_tree) as new_template:
-        base = render_project(old_template, project)
-        new = render_project(new_template, project)
+        base = run_bounded(
+            lambda: render_project(old_template, project), "rendering the template it was made from"
+        )
+        new = run_bounded(lambda: render_project(new_template, project), "rendering the installed template")
     labels = ("yours", f"template {old_tree.label()}", f"template {new_tree.label()}")
     plan = _Plan()
     for path in sorted(base.keys() | new.keys()):

@@ -20,8 +20,8 @@ read runs without it.
 {%- endif %}
 """
 
-from protocol.launch import RunDiverged, RunInterrupted, launch
+from protocol.launch import CheckpointUnusable, RunDiverged, RunInterrupted, launch
 from protocol.options import add_run_arguments
 from protocol.rundir import Run
 
-__all__ = ["Run", "RunDiverged", "RunInterrupted", "add_run_arguments", "launch"]
+__all__ = ["CheckpointUnusable", "Run", "RunDiverged", "RunInterrupted", "add_run_arguments", "launch"]

@@ -53,6 +53,10 @@ class RunDiverged(Exception):
     """Raised by a training loop whose loss stopped being a finite number."""
 
 
+class CheckpointUnusable(Exception):
+    """Raised when a run cannot resume from its ``last`` checkpoint: unreadable, or of another model."""
+
+
 def launch(
     task_dir: Path,
     args: argparse.Namespace,
@@ -172,6 +176,8 @@ def _train_on_other_rank(run: Run, train: Train) -> int:
         train(run)
     except RunInterrupted:
         return signal_exit_code(run.stop_signal)
+    except CheckpointUnusable:
+        return EXIT_FAILED  # rank 0 says why
     return 0
 
 
@@ -180,11 +186,26 @@ def _train_and_record(run: Run, train: Train) -> int:
         return _train_and_record_unguarded(run, train)
     except OSError as error:  # the disk filled up, or the directory vanished, while writing a flag
         print(f"[{run.name}] cannot write its record: {describe_os_error(error)}", file=sys.stderr)
-        print("  fix that, then relaunch: the run resumes from its last checkpoint.", file=sys.stderr)
+        print(f"  fix that, then {relaunch_advice(run)}", file=sys.stderr)
         return EXIT_FAILED
 
 
+def relaunch_advice(run: Run) -> str:
+    """What a plain relaunch will do with the run as it is on disk now: say only that."""
+    state = flag_state(run.dir)
+    if state == "failed" and has_checkpoint(run):
+        return "relaunch with --resume_failed to continue from its last checkpoint (a plain one skips it)."
+    if state == "failed":
+        return "relaunch with --retry_failed to start it over (a plain relaunch skips it)."
+    if state == "finished":
+        return "note that it finished: a relaunch skips it."
+    if has_checkpoint(run):
+        return "relaunch: the run resumes from its last checkpoint."
+    return "relaunch: the run starts over (it had no checkpoint yet)."
+
+
 def _train_and_record_unguarded(run: Run, train: Train) -> int:
+    before = read_json(run.dir / "failed.out")  # kept if a resume of a failed run cannot load its checkpoint
     clear_flags(run.dir)
     write_json(run.dir / "hparams.json", run.hparams)
     manifest = update_manifest(run, "resume" if run.resuming else "start")
@@ -192,6 +213,8 @@ def _train_and_record_unguarded(run: Run, train: Train) -> int:
     started = time.monotonic()
     try:
         metrics = train(run)
+    except CheckpointUnusable as error:
+        return _record_unusable_checkpoint(run, manifest, error, before)
     except BaseException as error:  # whatever ends the run must leave its reason behind
         if run.stop_signal is not None and not isinstance(error, RunDiverged):
             # RunInterrupted from the loop, or a framework's own exit on the same signal
@@ -213,6 +236,22 @@ def _record_interruption(run: Run, manifest: dict[str, Any], stop: BaseException
     print(f"[{run.name}] interrupted by {run.stop_signal} ({detail}); relaunch to resume.")
     requeue_if_slurm(run.stop_signal)
     return signal_exit_code(run.stop_signal)
+
+
+def _record_unusable_checkpoint(
+    run: Run, manifest: dict[str, Any], error: CheckpointUnusable, failed_before: Any
+) -> int:
+    """One line, not a traceback; a failed run keeps the reason it failed for in the first place."""
+    reason = f"cannot resume: {error}"
+    if isinstance(failed_before, dict):
+        write_json(run.dir / "failed.out", failed_before)
+        kept = "failed.out keeps the reason it failed before; "
+    else:
+        write_flag(run.dir, "failed.out", reason=reason, **progress_summary(run.dir))
+        kept = ""
+    update_manifest(run, "failed", manifest, reason=reason)
+    print(f"[{run.name}] {reason}; {kept}--retry_failed starts it over.", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _record_failure(run: Run, manifest: dict[str, Any], error: BaseException) -> int:

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from protocol.cluster import install_stop_handlers
-from protocol.launch import RunDiverged, RunInterrupted
+from protocol.launch import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
 from utils.utils import atomic_torch_save, get_rng_state, set_rng_state
 
@@ -87,6 +87,27 @@ class RunProtocol(Callback):
             self.run.record_progress(
                 trainer.current_epoch + 1, trainer.global_step, metrics, self.main_metric
             )
+
+
+def check_resumable(path: Path, module: pl.LightningModule) -> None:
+    """Raise :class:`CheckpointUnusable` unless ``path`` holds ``module``'s weights, shape for shape.
+
+    Memory-mapped, so nothing is read but the checkpoint's index. Without it a
+    truncated or foreign ``last.ckpt`` fails deep inside ``Trainer.fit``.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+        shapes = {key: tuple(tensor.shape) for key, tensor in saved.items()}
+    except Exception as error:
+        shown = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__}: {shown})") from error
+    expected = {key: tuple(tensor.shape) for key, tensor in module.state_dict().items()}
+    if not expected:
+        return  # a model built in configure_model: Lightning checks it when it loads
+    differing = sorted(key for key in expected.keys() | shapes.keys() if expected.get(key) != shapes.get(key))
+    if differing:
+        shown = ", ".join(differing[:3]) + (", ..." if len(differing) > 3 else "")
+        raise CheckpointUnusable(f"{path} holds another model: {len(differing)} tensors differ ({shown})")
 
 
 def epoch_to_train(trainer: pl.Trainer) -> int:

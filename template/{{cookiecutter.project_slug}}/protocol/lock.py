@@ -81,26 +81,49 @@ def live_owner(run_dir: Path) -> str | None:
 
     Stale, so the run was killed and resumes: a lock from an earlier attempt of
     the same SLURM job (a requeue); on this host, one whose process is gone or
-    is another program under the same pid; on any host, one whose heartbeat
-    stopped more than ``STALE_S`` seconds ago.
+    is another program under the same pid. On another host, a lock is alive while
+    it beats: one touched within ``STALE_S`` seconds of this host's clock is, and
+    one dated further off (silent, or a host whose clock differs from ours) is
+    watched until it beats, or for ``1.5 * HEARTBEAT_S`` seconds without a beat.
     """
-    lock = read_json(run_dir / LOCK)
+    path = run_dir / LOCK
+    lock = read_json(path)
     if not isinstance(lock, dict):
         return None
     pid, host = lock.get("pid"), lock.get("host")
+    owner = f"pid {pid} on {host}"
     if lock.get("slurm_job_id") and lock.get("slurm_job_id") == slurm_job_id():
         return None
     if host == socket.gethostname():
         alive = isinstance(pid, int) and pid_alive(pid)
-        if not alive or lock.get("process_start") not in (None, process_start(pid)):
-            return None
+        return owner if alive and lock.get("process_start") in (None, process_start(pid)) else None
     try:
-        silent = time.time() - (run_dir / LOCK).stat().st_mtime
+        touched = path.stat().st_mtime_ns
     except OSError:
         return None
-    if abs(silent) > STALE_S:  # silent, or touched "in the future" by a host whose clock is wrong
-        return None
-    return f"pid {pid} on {host}"
+    if abs(time.time() - touched / 1e9) <= STALE_S or (str(path), touched) in _SILENT:
+        return owner if (str(path), touched) not in _SILENT else None
+    print(f"{path} of {owner} is dated {time.ctime(touched / 1e9)}; watching whether it still beats")
+    if beats(path, touched, 1.5 * HEARTBEAT_S):
+        return owner
+    _SILENT.add((str(path), touched))  # acquire_lock asks again: no second wait
+    return None
+
+
+_SILENT: set[tuple[str, int]] = set()  # locks found not beating by this process
+
+
+def beats(path: Path, touched: int, within: float) -> bool:
+    """Whether the lock is touched again within ``within`` seconds, whatever the dates say."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        time.sleep(min(1.0, within / 10))
+        try:
+            if path.stat().st_mtime_ns != touched:
+                return True
+        except OSError:
+            return False  # released: its owner is done
+    return False
 
 
 def pid_alive(pid: int) -> bool:

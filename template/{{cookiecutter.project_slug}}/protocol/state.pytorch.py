@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from protocol.cluster import is_rank_zero
-from protocol.launch import RunDiverged, RunInterrupted
+from protocol.launch import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
 from utils.tracking import Tracker
 from utils.utils import atomic_torch_save, get_rng_state, set_rng_state
@@ -206,23 +206,21 @@ class TrainState:
         path = self.run.checkpoints / "last.pt"
         if not path.exists():
             return  # stopped before its first checkpoint: start from scratch
-        try:
+        try:  # truncated, overwritten, or saved by another model or loop: say so in one line
             state = torch.load(path, map_location="cpu", weights_only=True)
             for name, item in self.saved.items():
                 item.load_state_dict(state[name])
             set_rng_state(state["protocol"]["rng"])
+            position = state["protocol"]
+            self.epoch = int(position["epoch"])
+            self.global_step = int(position["global_step"])
+            self.best = position["best"]
+            self.metrics = dict(position["metrics"])
+            self.sums = {key: total.to(self.device) for key, total in position["sums"].items()}
+            self.steps_in_epoch = int(position["steps_in_epoch"])
         except Exception as error:
-            raise RuntimeError(
-                f"cannot resume: {path} does not fit ({type(error).__name__}: {error}); "
-                "--retry_failed starts the run over"
-            ) from error
-        position = state["protocol"]
-        self.epoch = position["epoch"]
-        self.global_step = position["global_step"]
-        self.best = position["best"]
-        self.metrics = position["metrics"]
-        self.sums = {key: total.to(self.device) for key, total in position["sums"].items()}
-        self.steps_in_epoch = position["steps_in_epoch"]
+            shown = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            raise CheckpointUnusable(f"{path} does not fit ({type(error).__name__}: {shown})") from error
         print(f"resumed from {path} at step {self.global_step} (epoch {self.epoch + 1})")
 
 

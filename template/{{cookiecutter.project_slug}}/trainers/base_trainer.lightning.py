@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from protocol import Run
-from protocol.lightning import AtomicCheckpointIO, RunProtocol, epoch_metrics
+from protocol.lightning import AtomicCheckpointIO, RunProtocol, check_resumable, epoch_metrics
 from utils.tracking import make_logger
 
 # Lightning's start-up banners and product tips say nothing about the run
@@ -69,10 +69,12 @@ def fit(
     last = ModelCheckpoint(
         dirpath=run.checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False
     )
-    if args.compile:
-        module.compile()  # in place: checkpoints keep their usual parameter names
     last_path = run.checkpoints / "last.ckpt"
     resume_from = last_path if run.resuming and last_path.exists() else None
+    if resume_from is not None:
+        check_resumable(resume_from, module)
+    if args.compile:
+        module.compile()  # in place: checkpoints keep their usual parameter names
     with quiet_lightning():
         plugins: list[Any] = [AtomicCheckpointIO()]
         if SLURMEnvironment.detect():

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--run_dir", type=Path, help="the run to evaluate; None: the latest finished one")
     which.add_argument("--all", action="store_true", help="every finished run, summarised by seed group")
-    parser.add_argument("--match", default="*", help="with --all: only runs whose name matches this glob")
+    parser.add_argument(
+        "--match", type=run_pattern, default="*", help="with --all: only runs whose name matches this glob"
+    )
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
 {%- if cookiecutter.framework == 'lightning' %}
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps", "tpu"], default="auto")
@@ -51,9 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_pattern(text: str) -> str:
+    """A glob over the names in results/: one name, so it never reaches another directory."""
+    if text in ("", ".", "..") or "/" in text or "**" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pattern of run names: no '/', '..' or '**'")
+    return text
+
+
 def finished_runs(pattern: str = "*") -> list[Path]:
-    """Finished runs, oldest first (archived attempts, named ``<run>.<time>``, included)."""
-    flags = [flag for flag in RESULTS.glob(f"{pattern}/finished.out") if flag.is_file()]
+    """Finished runs, oldest first (archived attempts, named ``<run>.<time>``, included).
+
+    A symlink in results/ to a run elsewhere (another project's) is not one of them:
+    evaluating writes into the run.
+    """
+    inside = RESULTS.resolve()
+    flags = [
+        flag
+        for flag in RESULTS.glob(f"{pattern}/finished.out")
+        if flag.is_file() and not flag.parent.is_symlink() and flag.parent.resolve().parent == inside
+    ]
     return [flag.parent for flag in sorted(flags, key=lambda flag: flag.stat().st_mtime)]
 
 

@@ -1,0 +1,50 @@
+"""``eval.py --all --match`` takes a pattern of run names: it never evaluates or writes runs elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dlscaffold.create import create_project
+
+from conftest import run_python
+
+EVAL = "experiments/task1/eval.py"
+
+
+@pytest.fixture
+def projects(tmp_path: Path) -> tuple[Path, Path]:
+    """A project, and another one with a finished run that must stay untouched."""
+    ours = create_project({"project_name": "ours", "framework": "pytorch"}, tmp_path, use_git=False).root
+    theirs = create_project({"project_name": "theirs", "framework": "pytorch"}, tmp_path, use_git=False).root
+    run = theirs / "experiments" / "task1" / "results" / "seed-0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "finished.out").write_text(json.dumps({"state": "finished", "metrics": {}}))
+    (run / "hparams.json").write_text("{}")
+    return ours, theirs
+
+
+@pytest.mark.parametrize(
+    "pattern", ["", "/", "..", ".", "../../../theirs/experiments/task1/results/*", "*/..", "**", "/tmp/*"]
+)
+def test_a_pattern_that_is_not_one_run_name_is_refused(projects: tuple[Path, Path], pattern: str) -> None:
+    ours, theirs = projects
+    before = sorted(os.listdir(theirs / "experiments" / "task1" / "results" / "seed-0"))
+    result = run_python([EVAL, "--all", "--match", pattern], cwd=ours)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "is not a pattern of run names" in result.stderr.splitlines()[-1]
+    assert sorted(os.listdir(theirs / "experiments" / "task1" / "results" / "seed-0")) == before
+
+
+def test_a_symlink_to_another_projects_run_is_not_evaluated(projects: tuple[Path, Path]) -> None:
+    ours, theirs = projects
+    (ours / "experiments" / "task1" / "results" / "linked").symlink_to(
+        theirs / "experiments" / "task1" / "results" / "seed-0"
+    )
+    result = run_python([EVAL, "--all"], cwd=ours)
+    assert result.returncode == 1 and "no finished run" in result.stderr, result.stdout + result.stderr
+    assert not (theirs / "experiments" / "task1" / "results" / "seed-0" / "test_metrics.json").exists()
