@@ -48,3 +48,14 @@ def test_a_symlink_to_another_projects_run_is_not_evaluated(projects: tuple[Path
     result = run_python([EVAL, "--all"], cwd=ours)
     assert result.returncode == 1 and "no finished run" in result.stderr, result.stdout + result.stderr
     assert not (theirs / "experiments" / "task1" / "results" / "seed-0" / "test_metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_summary_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    root = create_project({"project_name": "summary", "framework": "pytorch"}, tmp_path, use_git=False).root
+    train = ["experiments/task1/train.py", "--epochs", "1", "--hidden_size", "8", "--batch_size", "256"]
+    trained = run_python([*train, "--run_name", "test_summary.csv"], cwd=root)  # a run in the summary's way
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    result = run_python([EVAL, "--all"], cwd=root)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("cannot write the summary: ")

@@ -7,6 +7,7 @@ imported here: they belong to the generated projects.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -338,6 +339,8 @@ def reproduce(run_dir: Path, tolerance: float | None, python: str | None) -> Non
     from dlscaffold.reproduce import reproduce as run_again
 
     project = find_project(run_dir, how_to_name="give a run directory inside a project")
+    if tolerance is not None and not math.isfinite(tolerance):
+        raise click.BadParameter(f"{tolerance} is not a finite number", param_hint="--tolerance")
     if tolerance is None:
         tolerance = 1e-6 if project.answers.get("framework") == "lightning" else 0.0
     result = run_again(project, run_dir, tolerance, choose_python(project.root, python))

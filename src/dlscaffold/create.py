@@ -6,10 +6,10 @@ import filecmp
 import os
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from dlscaffold import baseline, git, names, render, transaction
-from dlscaffold.errors import TargetExistsError
+from dlscaffold.errors import InvalidValueError, TargetExistsError
 from dlscaffold.template import Template, bundled_template_dir
 
 FIRST_COMMIT_MESSAGE = "Start the project from the dlscaffold template"
@@ -62,6 +62,7 @@ def create_project(
     target = output_dir.absolute() if here else output_dir / str(context["project_slug"])
     _check_target(target, force)
     files = template.plan(context)
+    _check_unique(files, str(context["task_name"]))
     paths = [file.local_path for file in files] + [Path(baseline.ARCHIVE_NAME)]
     tree = baseline.read_tree(template.root)
     parent = target.absolute().parent
@@ -107,6 +108,18 @@ def create_project(
             "run `git init` and commit what you want there"
         )
     return result
+
+
+def _check_unique(files: list[render.RenderedFile], task: str) -> None:
+    """Refuse a task name whose files land on the template's own (``loader``: tests/test_loader.py)."""
+    seen: set[PurePosixPath] = set()
+    for file in files:
+        if file.path in seen:
+            raise InvalidValueError(
+                f"the task name {task!r} would make {file.path}, which the project already has "
+                "for itself; choose another name"
+            )
+        seen.add(file.path)
 
 
 def _check_target(target: Path, force: bool) -> None:

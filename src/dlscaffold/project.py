@@ -13,6 +13,7 @@ never half-trusted.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,13 @@ def find_project(start: Path, how_to_name: str) -> ProjectRecord:
 
     ``how_to_name`` tells the user how this command takes a project directory.
     """
-    start = start.resolve()
-    for directory in (start, *start.parents):
+    # first as given (a run in results/ that is a symlink to scratch storage is still in its
+    # project), then resolved (a project reached through a symlink of its own)
+    given = Path(os.path.abspath(start))
+    for directory in dict.fromkeys([given, *given.parents, start.resolve(), *start.resolve().parents]):
         if (directory / RECORD_NAME).exists():
             return read_project(directory)
+    start = start.resolve()
     raise NotAProjectError(
         f"{start} is not inside a dlscaffold project (no {RECORD_NAME} here or above); "
         f"run this inside a project made by `dlscaffold new`, or {how_to_name}"

@@ -28,6 +28,7 @@ import statistics
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,8 +247,15 @@ def _printable(text: str) -> str:
 
 def summarise(values: list[float]) -> Summary:
     """Mean and sample standard deviation of one or more values."""
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return Summary(len(values), statistics.fmean(values), std)
+    std = _scaled(statistics.stdev, values) if len(values) > 1 else None
+    return Summary(len(values), _scaled(statistics.fmean, values), std)
+
+
+def _scaled(statistic: Callable[[list[float]], float], values: list[float]) -> float:
+    """``statistic(values)``, computed on the values scaled into [-1, 1]: the sums inside cannot
+    overflow, whatever finite values a run's files hold (two of 1e308 already would)."""
+    scale = max(abs(value) for value in values) or 1.0
+    return statistic([value / scale for value in values]) * scale
 
 
 def format_number(value: float) -> str:
@@ -476,11 +484,15 @@ def write_plots(tasks: list[TaskReport], out_dir: Path) -> list[Path] | None:
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             axes.grid(alpha=0.3)
             axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # never over a curve
-            path = out_dir / _png_name(report.task, metric, taken)
             buffer = io.BytesIO()
-            with warnings.catch_warnings():  # a glyph the font lacks: drawn as a box, not worth a warning
-                warnings.simplefilter("ignore")
-                figure.savefig(buffer, format="png", dpi=110)
+            try:
+                with warnings.catch_warnings():  # a glyph the font lacks: drawn as a box, not worth a warning
+                    warnings.simplefilter("ignore")
+                    figure.savefig(buffer, format="png", dpi=110)
+            except (ValueError, OverflowError, ArithmeticError) as error:  # values near 1e308: no axis fits
+                report.notes.append(f"the {metric} curves cannot be drawn ({error})")
+                continue
+            path = out_dir / _png_name(report.task, metric, taken)
             files.write_bytes_atomic(path, buffer.getvalue())
             report.plots[metric] = path.name
             written.append(path)
@@ -491,7 +503,7 @@ def _plot_group(axes: Any, name: str, curves: list[Curve]) -> None:
     """The mean over the group's runs at each epoch, shaded from the lowest run to the highest."""
     epochs = sorted({epoch for curve in curves for epoch in curve})
     values = [[curve[epoch] for curve in curves if epoch in curve] for epoch in epochs]
-    means = [statistics.fmean(at) for at in values]
+    means = [_scaled(statistics.fmean, at) for at in values]
     label = _mpl_text(f"{name} (n={len(curves)})")
     (line,) = axes.plot(
         epochs,

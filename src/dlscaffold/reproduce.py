@@ -116,7 +116,7 @@ def reproduce(
 ) -> Comparison:
     """Train ``run_dir`` again from its recorded code and command; compare metrics and weights."""
     python = python or choose_python(project.root)
-    run_dir = run_dir.resolve()
+    run_dir = run_dir.absolute()  # not resolved: results/ may be a symlink to scratch storage
     manifest = _read(run_dir / "manifest.json", "its manifest")
     finished = _read(run_dir / "finished.out", "finished.out (only a finished run can be compared)")
     command, recorded = manifest.get("command"), manifest.get("git")
@@ -142,12 +142,11 @@ def reproduce(
         if not (root / script).resolve().is_relative_to(root.resolve()) or not (root / script).is_file():
             raise ReproduceError(f"the snapshot has no {script}: was the manifest's command edited?")
         _share_data(root, project.root)
+        # --opt=value: a name or a path starting with '-' is never taken for an option
         args = [
             *_run_options_removed(command[2:]),
-            "--run_name",
-            new_run.name,
-            "--results_dir",
-            str(run_dir.parent),
+            f"--run_name={new_run.name}",
+            f"--results_dir={run_dir.parent}",
         ]
         print(printable(f"reproducing {run_dir.name} from snapshot {snapshot[:12]} as {new_run.name}"))
         print(printable(f"  with {interpreter} ({python.why}; --python chooses another)"), flush=True)

@@ -48,16 +48,21 @@ class RunStatus:
     group_std: float | None = None
     config: str = field(default="", repr=False)  # hparams.json without the seed, as canonical JSON
     location: Path | None = field(default=None, repr=False)  # the directory itself, unescaped
+    seed: str = field(default="", repr=False)  # hparams.json's seed as JSON, else the name's seed-N
 
     def to_dict(self) -> dict[str, Any]:
         shown = asdict(self)
-        del shown["config"], shown["location"]
+        del shown["config"], shown["location"], shown["seed"]
         return shown
 
 
 @dataclass
 class SeedGroup:
-    """Runs of one task with the same hyperparameters apart from the seed."""
+    """Runs of one task with the same hyperparameters apart from the seed.
+
+    ``runs`` holds one run per seed, the latest: an attempt archived by ``--force`` or
+    a reproduction repeats a seed, and counting it twice would shrink the spread.
+    """
 
     task: str
     name: str
@@ -65,6 +70,7 @@ class SeedGroup:
     metric_name: str | None
     mean: float | None
     std: float | None
+    members: list[RunStatus] = field(default_factory=list)  # every run of the group, repeats included
 
 
 def task_names(project_root: Path) -> list[str]:
@@ -83,7 +89,7 @@ def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]
         for run_dir in sorted(_subdirs(task_dir / "results")):
             runs.append(read_run(task_dir.name, run_dir, jobs))
     for group in seed_groups(runs):
-        for run in group.runs:
+        for run in group.members:
             run.group, run.group_size = group.name, len(group.runs)
             run.group_mean, run.group_std = group.mean, group.std
     return runs
@@ -100,8 +106,10 @@ def seed_groups(runs: list[RunStatus]) -> list[SeedGroup]:
         members.setdefault((run.task, run.config or f"name:{_without_seed(run)}"), []).append(run)
     groups = []
     names: set[tuple[str, str]] = set()
-    for (task, _), group_runs in members.items():
-        name = _without_seed(group_runs[0])
+    for (task, _), every_run in members.items():
+        latest = {run.seed or run.run: run for run in sorted(every_run, key=lambda run: run.updated or "")}
+        group_runs = sorted(latest.values(), key=every_run.index)
+        name = _without_seed(every_run[0])
         while (task, name) in names:  # two configurations whose runs were named alike (--run_name)
             name += "'"
         names.add((task, name))
@@ -109,7 +117,7 @@ def seed_groups(runs: list[RunStatus]) -> list[SeedGroup]:
         metric_names = {run.metric_name for run in group_runs if run.metric is not None}
         mean, std = _mean_and_std(values)
         metric_name = metric_names.pop() if len(metric_names) == 1 else None
-        groups.append(SeedGroup(task, name, group_runs, metric_name, mean, std))
+        groups.append(SeedGroup(task, name, group_runs, metric_name, mean, std, every_run))
     return groups
 
 
@@ -171,6 +179,9 @@ def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStat
         status.config = json.dumps(
             {key: value for key, value in hparams.items() if key != "seed"}, sort_keys=True
         )
+        status.seed = json.dumps(hparams["seed"]) if "seed" in hparams else ""
+    else:
+        status.seed = next((part for part in run_dir.name.split("_") if SEED_PART.fullmatch(part)), "")
     status.updated = _last_update(run_dir, flag_name)
     return status
 

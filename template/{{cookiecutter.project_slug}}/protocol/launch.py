@@ -25,7 +25,7 @@ from protocol.cluster import (
     signal_exit_code,
 )
 from protocol.files import describe_os_error, read_json, write_json
-from protocol.lock import acquire_lock, live_owner, release_lock, start_heartbeat
+from protocol.lock import acquire_lock, claiming, live_owner, release_lock, start_heartbeat
 from protocol.manifest import update_manifest
 from protocol.naming import run_name
 from protocol.rundir import (
@@ -107,6 +107,11 @@ def launch(
 
 def claim(run: Run) -> str | int:
     """Decide what to do with the run and take its lock: ``start``, ``resume`` or an exit code."""
+    with claiming(run.dir.parent):  # another launch of this run decides after this one, not during
+        return _claim(run)
+
+
+def _claim(run: Run) -> str | int:
     args = run.args
     owner = live_owner(run.dir)
     if owner:

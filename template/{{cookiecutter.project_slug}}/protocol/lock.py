@@ -8,12 +8,14 @@ shared file system any host can tell a live run from one whose node died.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from protocol.cluster import slurm_job_id
@@ -49,6 +51,24 @@ def acquire_lock(run_dir: Path) -> bool:
     finally:
         draft.unlink(missing_ok=True)
     return False
+
+
+@contextlib.contextmanager
+def claiming(results_dir: Path) -> Iterator[None]:
+    """Decide about a run and take its lock as one step: two launches never both archive or start it.
+
+    An ``flock`` on ``results/.claim.lock``, held for the few milliseconds a claim
+    takes; the kernel drops it when the process dies. Where the file system has no
+    locks, claims go on without (as before).
+    """
+    results_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(results_dir / ".claim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        with contextlib.suppress(OSError):  # ENOLCK: a file system without locks
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def release_lock(run_dir: Path) -> None:

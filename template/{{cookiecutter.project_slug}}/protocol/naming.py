@@ -34,3 +34,13 @@ def run_name(args: argparse.Namespace, parser: argparse.ArgumentParser, hparams:
 def _format_value(value: Any) -> str:
     text = repr(value) if isinstance(value, float) else str(value)
     return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def tracker_id(run_name: str) -> str:
+    """The run's id for a tracker (W&B): its name's plain characters and a hash of the whole name.
+
+    Unique per run (a cut name would not be: two long names share their start) and
+    stable across resumes; W&B refuses ``:;,#?/'`` and ids over 64 characters.
+    """
+    digest = hashlib.sha256(run_name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '-', run_name)[:40]}-{digest}"

@@ -65,8 +65,9 @@ def run_name_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a run name: no path separators, control or undecodable characters"
         )
-    if len(text) > MAX_RUN_NAME:
-        raise argparse.ArgumentTypeError(f"a run name has at most {MAX_RUN_NAME} characters")
+    if len(text.encode("utf-8")) > MAX_RUN_NAME:  # bytes: the file system counts those, and an
+        # archived attempt adds a 20-byte suffix to a name that must stay within 255
+        raise argparse.ArgumentTypeError(f"a run name has at most {MAX_RUN_NAME} bytes (UTF-8)")
     return text
 
 

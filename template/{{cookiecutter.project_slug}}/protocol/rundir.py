@@ -140,7 +140,10 @@ def config_differences(run_dir: Path, hparams: dict[str, Any]) -> list[str]:
     was trained with something else: it must be neither skipped nor resumed.
     """
     path = run_dir / "hparams.json"
-    if not path.exists():
+    try:
+        if not path.exists():
+            return []
+    except OSError:  # a name too long, a directory we may not enter: launching it says why
         return []
     recorded = read_json(path)
     if not isinstance(recorded, dict):

@@ -50,7 +50,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from protocol.files import load_experiment_script, read_json
 from protocol.grid import SweepError, build_grid, check_text, one_line
-from protocol.lock import live_owner
+from protocol.lock import claiming, live_owner
 from protocol.naming import run_name
 from protocol.options import non_negative_int, positive_int
 from protocol.rundir import archive, config_differences, flag_state
@@ -228,8 +228,10 @@ def run_point(task: str, point: Point, failed: list[str]) -> int:
     args = [*command(task, point), *failed]
     retry_failed = "--retry_failed" in failed
     try:
-        if retry_failed and run_state(point.run_dir) == "failed" and not live_owner(point.run_dir):
-            print(f"[{point.name}] the failed attempt is kept as {archive(point.run_dir).name}")
+        if retry_failed:
+            with claiming(point.run_dir.parent):  # as train.py does: never while another launch decides
+                if run_state(point.run_dir) == "failed" and not live_owner(point.run_dir):
+                    print(f"[{point.name}] the failed attempt is kept as {archive(point.run_dir).name}")
         point.run_dir.mkdir(parents=True, exist_ok=True)
         with (point.run_dir / "stdout.log").open("a") as log:
             return subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)

@@ -33,11 +33,13 @@ def make_logger(log_dir: Path, run_name: str) -> Logger:
 {%- else %}
     from pytorch_lightning.loggers import WandbLogger
 
+    from protocol.naming import tracker_id
+
     os.environ.setdefault("WANDB_MODE", "offline")
     return WandbLogger(
         project={{ cookiecutter.project_slug | tojson }},
         name=run_name,
-        id=run_name.replace("/", "-")[:64],
+        id=tracker_id(run_name),
         resume="allow",
         save_dir=str(log_dir),
     )

@@ -56,11 +56,13 @@ class Tracker:
 {%- else %}
         import wandb
 
+        from protocol.naming import tracker_id
+
         os.environ.setdefault("WANDB_MODE", "offline")
         self.wandb_run = wandb.init(
             project={{ cookiecutter.project_slug | tojson }},
             name=run_name,
-            id=run_name.replace("/", "-")[:64],
+            id=tracker_id(run_name),
             resume="allow",
             dir=str(log_dir),
             config=hparams,

@@ -111,26 +111,37 @@ def evaluate_run(run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     return metrics
 
 
-def seed_group(run_dir: Path) -> tuple[str, str]:
-    """The run's hyperparameters but the seed (what its group shares), and its name without ``seed-N``."""
+def seed_group(run_dir: Path) -> tuple[str, str, str]:
+    """The run's hyperparameters but the seed (what its group shares), its name without ``seed-N``,
+    and its seed."""
     hparams = read_json(run_dir / "hparams.json") or {}
-    name = "_".join(part for part in run_dir.name.split("_") if not re.fullmatch(r"seed-\d+", part))
+    parts = run_dir.name.split("_")
+    name = "_".join(part for part in parts if not re.fullmatch(r"seed-\d+", part))
     config = json.dumps({key: value for key, value in hparams.items() if key != "seed"}, sort_keys=True)
-    return (config if hparams else f"name:{name}"), name or "default"
+    seed = json.dumps(hparams["seed"]) if "seed" in hparams else run_dir.name
+    return (config if hparams else f"name:{name}"), name or "default", seed
 
 
 def summary_rows(results: dict[Path, dict[str, float]]) -> list[dict[str, object]]:
-    """One row per seed group: n, and the mean and sample standard deviation of each metric."""
-    groups: dict[str, list[dict[str, float]]] = {}
+    """One row per seed group: n, and the mean and sample standard deviation of each metric.
+
+    One run per seed counts, the latest (``results`` is oldest first): an attempt kept by
+    --force, or a reproduction, repeats its seed and would shrink the spread.
+    """
+    groups: dict[str, dict[str, dict[str, float]]] = {}
     labels: dict[str, str] = {}
-    for run_dir, metrics in sorted(results.items()):
-        config, name = seed_group(run_dir)
+    for run_dir in sorted(results):  # labels in name order, whatever the times
+        config, name, _ = seed_group(run_dir)
         while config not in labels and name in labels.values():  # alike names, other hyperparameters
             name += "'"
         labels.setdefault(config, name)
-        groups.setdefault(config, []).append(metrics)
+        groups.setdefault(config, {})
+    for run_dir, metrics in results.items():
+        config, _, seed = seed_group(run_dir)
+        groups[config][seed] = metrics
     rows = []
-    for config, members in groups.items():
+    for config, by_seed in groups.items():
+        members = list(by_seed.values())
         row: dict[str, object] = {"group": labels[config], "n": len(members)}
         for key in sorted({key for metrics in members for key in metrics}):
             values = [metrics[key] for metrics in members if key in metrics]
@@ -172,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results, failures = {}, 0
     for run_dir in runs:
-        if not run_dir.is_dir():
+        try:
+            is_run = run_dir.is_dir()
+        except OSError as error:  # a name too long for the file system
+            print(f"{run_dir}: {describe_os_error(error)}", file=sys.stderr)
+            return 1
+        if not is_run:
             print(f"{run_dir} is not a run directory", file=sys.stderr)
             return 1
         try:
@@ -182,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
     if args.all and results:
         rows = summary_rows(results)
-        write_summary(rows, RESULTS / "test_summary.csv")
+        try:
+            write_summary(rows, RESULTS / "test_summary.csv")
+        except OSError as error:  # results/ read-only, a run named test_summary.csv in the way
+            print(f"cannot write the summary: {describe_os_error(error)}", file=sys.stderr)
+            return 1
         print(f"\n{len(results)} runs in {len(rows)} seed groups: {RESULTS / 'test_summary.csv'}")
         for row in rows:
             print(f"  {describe(row)}")
