@@ -173,6 +173,17 @@ def test_add_task_killed_then_the_project_renamed_is_undone_where_it_now_is(new_
     assert_record_matches_disk(renamed)
 
 
+def test_new_force_over_a_project_keeps_a_task_a_killed_add_task_had_recorded(new_project, cli) -> None:
+    root = new_project().root
+    code = KILL_AT.format(module="files", function="files.os.replace")
+    killed = subprocess.run([sys.executable, "-c", code, "0", "after"], cwd=root, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    result = cli("new", root.name, "--no-input", "--no-git", "--force", "--output-dir", str(root.parent))
+    assert result.exit_code == 0, result.output
+    assert record(root)["tasks"] == ["task1", "doomed"]
+    assert_record_matches_disk(root)
+
+
 def test_add_task_killed_after_recording_keeps_the_task(new_project, cli) -> None:
     root = new_project().root
     code = KILL_AT.format(module="files", function="files.os.replace")

@@ -88,3 +88,40 @@ def test_a_lock_far_off_this_clock_is_watched_alive_if_it_beats_and_dead_if_not(
         beating.kill()
         beating.wait()
     assert alive.stdout.strip().splitlines()[-1] == "pid 4242 on node-with-a-fast-clock"
+
+
+CLAIM = """
+import argparse, sys
+from pathlib import Path
+sys.path.insert(0, ".")
+import protocol.lock
+from protocol.launch import claim
+from protocol.rundir import Run
+protocol.lock.HEARTBEAT_S = float(sys.argv[2])
+args = argparse.Namespace(force=False, resume_failed=False, retry_failed=False)
+run_dir = Path(sys.argv[1])
+print(claim(Run(task="task1", name=run_dir.name, dir=run_dir, args=args, hparams={})), flush=True)
+"""
+
+
+def test_watching_one_silent_lock_holds_up_no_other_run(run_dir: Path) -> None:
+    root = run_dir.parents[3]
+    date(run_dir / "run.lock", -AN_HOUR)  # silent for an hour, or a host whose clock is behind
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", CLAIM, str(run_dir), "6"], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert "watching whether it still beats" in watcher.stdout.readline()
+        other = run_python(["-c", CLAIM, str(run_dir.with_name("another")), "6"], cwd=root)
+        assert other.stdout.strip() == "start", other.stdout + other.stderr
+        assert watcher.poll() is None  # the other run was claimed while this lock was still watched
+    finally:
+        watcher.kill()
+        watcher.wait()
+
+
+def test_a_lock_naming_its_host_with_terminal_escapes_is_printed_escaped(run_dir: Path) -> None:
+    (run_dir / "run.lock").write_text(json.dumps({**ANOTHER_HOST, "host": "node7\u001b[2J\u001b[31mEVIL"}))
+    date(run_dir / "run.lock", -AN_HOUR)
+    result = run_python(["-c", LIVE_OWNER, str(run_dir)], cwd=run_dir.parents[3])
+    assert "\x1b" not in result.stdout and "node7\\x1b[2J" in result.stdout, result.stdout

@@ -46,7 +46,10 @@ def test_a_run_with_untracked_code_reproduces_from_its_snapshot(tmp_path: Path, 
     )
     trained = run_python(TRAIN, cwd=root)
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    run_dir = next((root / "experiments" / "task1" / "results").iterdir())
+    run_dir = next(path for path in (root / "experiments" / "task1" / "results").iterdir() if path.is_dir())
+    planted = tmp_path / "planted-ran"  # a handed-over run directory's modules never run
+    for module in ("json.py", "torch.py"):
+        (run_dir / module).write_text(f"open({str(planted)!r}, 'w').write('ran')\n")
     before = repository_state(root)
 
     # the working tree moves on: the module is gone, the edit reverted
@@ -55,9 +58,9 @@ def test_a_run_with_untracked_code_reproduces_from_its_snapshot(tmp_path: Path, 
     moved_on = repository_state(root)
     flags_before = sorted(path.name for path in run_dir.iterdir())
 
-    result = run_cli("reproduce", str(run_dir))
+    result = run_cli("reproduce", ".", cwd=run_dir)  # from inside it, where `python -c` would look
     assert result.exit_code == 0, result.output
-    assert "the run reproduces." in result.output
+    assert "the run reproduces." in result.output and not planted.exists()
     assert ", 0 differ (largest difference 0)" in result.output or framework == "lightning"
     reproduced = [path for path in run_dir.parent.iterdir() if "-reproduced-" in path.name]
     assert len(reproduced) == 1 and (reproduced[0] / "finished.out").is_file()
@@ -72,7 +75,7 @@ def test_reproduce_refuses_a_run_it_cannot_rebuild(tmp_path: Path) -> None:
     root = create_project({"project_name": "nogit", "framework": "pytorch"}, tmp_path, use_git=False).root
     trained = run_python([*TRAIN, "--epochs", "1"], cwd=root)
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    run_dir = next((root / "experiments" / "task1" / "results").iterdir())
+    run_dir = next(path for path in (root / "experiments" / "task1" / "results").iterdir() if path.is_dir())
     result = run_cli("reproduce", str(run_dir))
     assert result.exit_code == 1
     assert "recorded no snapshot of its code (not a git repository" in result.output
@@ -88,7 +91,7 @@ def test_a_run_started_inside_its_task_directory_and_a_tampered_best_checkpoint(
     root = create_project({"project_name": "tamper", "framework": "pytorch"}, tmp_path).root
     trained = run_python(["train.py", *TRAIN[1:], "--epochs", "2"], cwd=root / "experiments" / "task1")
     assert trained.returncode == 0, trained.stdout + trained.stderr
-    run_dir = next((root / "experiments" / "task1" / "results").iterdir())
+    run_dir = next(path for path in (root / "experiments" / "task1" / "results").iterdir() if path.is_dir())
     honest = run_cli("reproduce", str(run_dir))
     assert honest.exit_code == 0 and "the run reproduces." in honest.output, honest.output
 

@@ -52,6 +52,7 @@ def test_a_bad_last_checkpoint_is_one_line_and_keeps_the_failure_reason(tmp_path
         assert "Traceback" not in result.stdout + result.stderr, (what, result.stderr)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "cannot resume: " in lines[0], (what, result.stderr)
+        assert "weights_only" not in lines[0]  # never advice to load it unsafely
         assert "failed.out keeps the reason it failed before; --retry_failed starts it over." in lines[0]
         assert json.loads((run / "failed.out").read_text()) == failure, what
         assert sorted(path.name for path in run.glob("*.out")) == ["failed.out"]

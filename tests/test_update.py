@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -742,6 +744,7 @@ def test_a_user_file_named_like_a_staging_directory_is_uncommitted_work(
 
 TASK_FILE = "{{cookiecutter.project_slug}}/trainers/{{cookiecutter.task_name}}_extra.py"
 LOOP = b"{% for a in range(100000) %}{% for b in range(100000) %}{{ b }}{% endfor %}{% endfor %}"
+SPIN = b"{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"  # no memory
 
 
 @pytest.mark.parametrize(
@@ -762,6 +765,9 @@ def test_a_crafted_kept_template_is_one_line_and_bounded(
     tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch, content: bytes, message: str
 ) -> None:
     monkeypatch.setenv("DLSCAFFOLD_RENDER_TIMEOUT", "1.5")
+    scratch = tmp_path / "tmp"  # where the commands' temporary directories go: none may stay
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     root = generate(tmp_path / "p", "pytorch")
     with_kept_template(root, {TASK_FILE: content})
     before = tree_digest(root)
@@ -772,6 +778,67 @@ def test_a_crafted_kept_template_is_one_line_and_bounded(
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
         assert tree_digest(root) == before
         assert not transaction.staging_dirs(root)
+        assert not list(scratch.iterdir()), list(scratch.iterdir())
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "-1", "0", "nan", "soon"])
+def test_a_render_timeout_that_is_not_a_number_of_seconds_is_one_line(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DLSCAFFOLD_RENDER_TIMEOUT", value)
+    root = generate(tmp_path / "p", "pytorch")
+    result = cli("add-task", "more", "--dry-run", "--project", str(root))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "DLSCAFFOLD_RENDER_TIMEOUT must be a number of seconds" in result.output
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` (``Z``: a zombie), ``None`` once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return None
+
+
+def forked_children(pid: int) -> list[int]:
+    """The children of ``pid`` running its own program (a fork, not git or another command)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            same = (stat.parent / "cmdline").read_bytes() == Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and same:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_render_whose_command_is_killed_dies_with_it_and_frees_the_project(tmp_path: Path) -> None:
+    root = generate(tmp_path / "p", "pytorch")
+    with_kept_template(root, {TASK_FILE: SPIN})
+    env = {**os.environ, "DLSCAFFOLD_RENDER_TIMEOUT": "600"}
+    command = [sys.executable, "-m", "dlscaffold", "add-task", "t6", "--project", str(root)]
+    parent = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children: list[int] = []
+    for _ in range(400):  # until the render runs in its child (not a fork about to become git)
+        children = forked_children(parent.pid)
+        time.sleep(0.5)
+        if children and children == forked_children(parent.pid):
+            break
+    assert children, "the render should run in a child process"
+    parent.kill()
+    parent.wait()
+    for _ in range(400):
+        if process_state(children[0]) in (None, "Z"):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the render went on without its command")
+    env["DLSCAFFOLD_RENDER_TIMEOUT"] = "1"
+    again = [*command[:-3], "t7", "--project", str(root)]
+    result = subprocess.run(again, env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and "took longer than 1 s" in result.stderr, result.stderr  # not "busy"
 
 
 def test_a_template_version_with_terminal_escapes_never_reaches_the_terminal(tmp_path: Path, cli) -> None:

@@ -27,7 +27,9 @@ T = TypeVar("T")
 
 DEFAULT_SECONDS = 60.0  # a 50-task project renders in about 2 s on a slow laptop
 TIMEOUT_VARIABLE = "DLSCAFFOLD_RENDER_TIMEOUT"
+MAX_SECONDS = 86400.0
 MEMORY_HEADROOM = 2 * 1024**3  # bytes the child may map beyond what it inherits
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def deadline_s() -> float:
@@ -36,8 +38,8 @@ def deadline_s() -> float:
         seconds = float(os.environ.get(TIMEOUT_VARIABLE, DEFAULT_SECONDS))
     except ValueError:
         raise DlscaffoldError(f"{TIMEOUT_VARIABLE} must be a number of seconds") from None
-    if not seconds > 0:
-        raise DlscaffoldError(f"{TIMEOUT_VARIABLE} must be a positive number of seconds")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise DlscaffoldError(f"{TIMEOUT_VARIABLE} must be a number of seconds from 0 to {MAX_SECONDS:g}")
     return seconds
 
 
@@ -50,10 +52,11 @@ def run_bounded(function: Callable[[], T], what: str, seconds: float | None = No
         return function()  # no fork (Windows): no bound, as before
     seconds = deadline_s() if seconds is None else seconds
     reader, writer = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(reader)
-        _child(function, writer, what)
+        _child(function, writer, what, parent, seconds)
     os.close(writer)
     try:
         data = _read_until(reader, time.monotonic() + seconds)
@@ -78,9 +81,10 @@ def run_bounded(function: Callable[[], T], what: str, seconds: float | None = No
     return value  # type: ignore[no-any-return]
 
 
-def _child(function: Callable[[], object], writer: int, what: str) -> None:
+def _child(function: Callable[[], object], writer: int, what: str, parent: int, seconds: float) -> None:
     status = 0
     try:
+        _die_with(parent, seconds)
         _cap_memory()
         try:
             outcome: tuple[bool, object] = (True, function())
@@ -100,6 +104,30 @@ def _child(function: Callable[[], object], writer: int, what: str) -> None:
         status = 1
     finally:
         os._exit(status)  # no atexit handlers, no flushing of the parent's buffers twice
+
+
+def _die_with(parent: int, seconds: float) -> None:
+    """End the child if its parent dies (a kill -9 of the command), and after ``seconds`` of CPU
+    whatever happens: a child left spinning would hold the project's lock for ever."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # Linux; elsewhere, the CPU limit
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    try:
+        import resource
+
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        limit = int(used.ru_utime + used.ru_stime + seconds) + 2
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard == resource.RLIM_INFINITY or limit < hard:
+            resource.setrlimit(resource.RLIMIT_CPU, (limit, hard))  # SIGXCPU ends it
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def _cap_memory() -> None:

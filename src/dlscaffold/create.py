@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from dlscaffold import baseline, git, names, render, transaction
 from dlscaffold.errors import InvalidValueError, TargetExistsError
+from dlscaffold.tasks import recorded
 from dlscaffold.template import Template, bundled_template_dir
 
 FIRST_COMMIT_MESSAGE = "Start the project from the dlscaffold template"
@@ -80,7 +81,7 @@ def create_project(
     want_git = use_git and repository is None
     if not target.exists():
         with transaction.locked(parent):  # two `new` commands for one name: one wins, one is refused
-            transaction.recover(parent)
+            transaction.recover(parent, committed=lambda journal: recorded(parent, journal))
             _check_target(target, force)
             if not target.exists():
                 with transaction.staging_dir(parent) as staging:
@@ -91,7 +92,7 @@ def create_project(
                     os.rename(staging / "project", target)  # the whole project appears at once
                 return result
     with transaction.locked(target):
-        transaction.recover(target)
+        transaction.recover(target, committed=lambda journal: recorded(target, journal))
         _check_target(target, force)
         _check_needed_directories(target, paths)
         empty = not _entries(target)

@@ -282,9 +282,16 @@ def _checkpoint(run_dir: Path, kind: str) -> Path | None:
 
 
 def _compare_weights(interpreter: str, ours: Path, theirs: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [interpreter, "-c", COMPARE, str(ours), str(theirs)], capture_output=True, text=True, check=False
-    )
+    # from an empty directory: `python -c` imports from its working directory first, and a
+    # run directory (or wherever the user stands) may hold a json.py or a torch.py of anyone's
+    with tempfile.TemporaryDirectory(prefix="dlscaffold-compare-") as empty:
+        result = subprocess.run(
+            [interpreter, "-c", COMPARE, str(ours), str(theirs)],
+            cwd=empty,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     try:
         report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as error:

@@ -56,8 +56,9 @@ def add_task(project_root: Path, task: str, *, dry_run: bool = False) -> NewTask
             transaction.recover(project_root, committed=lambda journal: recorded(project_root, journal))
         project = read_project(project_root)
         template = stack.enter_context(template_of(project))
-        if dry_run:
-            paths = run_bounded(lambda: _render(project, task, template, None), RENDERING)
+        if dry_run:  # rendered all the same, so that a dry run fails where the real one would
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlscaffold-dry-run-")))
+            paths = run_bounded(lambda: _render(project, task, template, scratch), RENDERING)
         else:
             with transaction.staging_dir(project_root) as staging:
                 paths = run_bounded(lambda: _render(project, task, template, staging), RENDERING)
@@ -71,14 +72,11 @@ def add_task(project_root: Path, task: str, *, dry_run: bool = False) -> NewTask
     return NewTask(name=task, project=project, files=paths)
 
 
-def _render(project: ProjectRecord, task: str, template: Template, staging: Path | None) -> list[Path]:
-    """The task's files, rendered into ``staging`` (``None``: a scratch directory, so that a dry run
-    fails where the real one would); run in a bounded child."""
+def _render(project: ProjectRecord, task: str, template: Template, staging: Path) -> list[Path]:
+    """The task's files, rendered into ``staging``; run in a bounded child, so the directory
+    is the parent's to remove, whenever the child is stopped."""
     files, context = _plan(project, task, template)
-    with contextlib.ExitStack() as stack:
-        if staging is None:
-            staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlscaffold-dry-run-")))
-        render.write(files, context, staging)
+    render.write(files, context, staging)
     return [file.local_path for file in files]
 
 

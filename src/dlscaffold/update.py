@@ -26,6 +26,7 @@ listed.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -238,9 +239,10 @@ def _uncommitted(root: Path) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.strip() and not leftover.fullmatch(line)]
 
 
-def render_project(template: Template, project: ProjectRecord) -> Files:
+def render_project(template: Template, project: ProjectRecord, destination: Path) -> Files:
     """Every file ``template`` makes for the project's answers and tasks (its first task, then the
-    others as add-task renders them), apart from the record and the template copy."""
+    others as add-task renders them), apart from the record and the template copy, rendered
+    into the empty directory ``destination``."""
     questions = template.questions()
     missing = {"project_name", "framework", "task_name"} - set(questions)
     if missing:
@@ -252,23 +254,27 @@ def render_project(template: Template, project: ProjectRecord) -> Files:
     if not tasks:
         raise UpdateError(f"the project record in {project.root} lists no task")
     budget = render.Budget()
-    with tempfile.TemporaryDirectory(prefix="dlscaffold-render-") as scratch:
-        destination = Path(scratch)
-        for index, task in enumerate(tasks):
-            context = validate_answers({**answers, "task_name": task}, template)
-            planned = template.plan(context, include=(lambda _: True) if index == 0 else is_task_file)
-            render.write(planned, context, destination, budget)
-        return {
-            path: tree for path, tree in baseline.read_tree(destination).files.items() if path not in MANAGED
-        }
+    for index, task in enumerate(tasks):
+        context = validate_answers({**answers, "task_name": task}, template)
+        planned = template.plan(context, include=(lambda _: True) if index == 0 else is_task_file)
+        render.write(planned, context, destination, budget)
+    return {path: tree for path, tree in baseline.read_tree(destination).files.items() if path not in MANAGED}
 
 
 def _plan(project: ProjectRecord, old_tree: baseline.TemplateTree, new_tree: baseline.TemplateTree) -> _Plan:
-    with baseline.laid_out(old_tree) as old_template, baseline.laid_out(new_tree) as new_template:
-        base = run_bounded(
-            lambda: render_project(old_template, project), "rendering the template it was made from"
+    with contextlib.ExitStack() as stack:
+        old_template = stack.enter_context(baseline.laid_out(old_tree))
+        new_template = stack.enter_context(baseline.laid_out(new_tree))
+        # the scratch directories are the parent's: a child stopped at its deadline cannot remove them
+        old_scratch, new_scratch = (
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlscaffold-render-"))) for _ in "on"
         )
-        new = run_bounded(lambda: render_project(new_template, project), "rendering the installed template")
+        base = run_bounded(
+            lambda: render_project(old_template, project, old_scratch), "rendering the template it came from"
+        )
+        new = run_bounded(
+            lambda: render_project(new_template, project, new_scratch), "rendering the installed template"
+        )
     labels = ("yours", f"template {old_tree.label()}", f"template {new_tree.label()}")
     plan = _Plan()
     for path in sorted(base.keys() | new.keys()):

@@ -112,6 +112,11 @@ def describe_os_error(error: OSError) -> str:
     return f"{error.filename}: {error.strerror}" if error.filename else str(error)
 
 
+def one_line(text: str) -> str:
+    """``text`` with newlines and other control characters written as escapes (``\\n``)."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def now() -> str:
     """The local time, as flags and manifests record it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -24,11 +24,6 @@ class SweepError(Exception):
     """Input the sweep refuses, said in one line; the sweep exits with status 2 before it starts."""
 
 
-def one_line(text: str) -> str:
-    """``text`` with newlines and other control characters written as escapes (``\\n``)."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
 def build_grid(specs: list[str], sweep_file: Path | None) -> tuple[dict[str, list[str]], list[str]]:
     """The grid (name -> values, as train.py command-line text) and the arguments common to every run."""
     grid, extra = read_sweep_file(sweep_file) if sweep_file is not None else ({}, [])

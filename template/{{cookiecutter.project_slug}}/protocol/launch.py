@@ -107,6 +107,10 @@ def launch(
 
 def claim(run: Run) -> str | int:
     """Decide what to do with the run and take its lock: ``start``, ``resume`` or an exit code."""
+    owner = live_owner(run.dir)  # may watch a lock for a while: not while holding the claim lock
+    if owner:
+        print(f"[{run.name}] is being trained by {owner}; refusing to start a second copy.")
+        return EXIT_LOCKED
     with claiming(run.dir.parent):  # another launch of this run decides after this one, not during
         return _claim(run)
 

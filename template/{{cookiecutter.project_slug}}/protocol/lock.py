@@ -9,6 +9,7 @@ shared file system any host can tell a live run from one whose node died.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from protocol.cluster import slurm_job_id
-from protocol.files import now, read_json
+from protocol.files import now, one_line, read_json
 
 LOCK = "run.lock"
 HEARTBEAT_S = 30.0
@@ -61,7 +62,10 @@ def claiming(results_dir: Path) -> Iterator[None]:
     takes; the kernel drops it when the process dies. Where the file system has no
     locks, claims go on without (as before).
     """
-    results_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where the directory should be: say so, not "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(results_dir)) from None
     fd = os.open(results_dir / ".claim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
         with contextlib.suppress(OSError):  # ENOLCK: a file system without locks
@@ -111,7 +115,7 @@ def live_owner(run_dir: Path) -> str | None:
     if not isinstance(lock, dict):
         return None
     pid, host = lock.get("pid"), lock.get("host")
-    owner = f"pid {pid} on {host}"
+    owner = one_line(f"pid {pid} on {host}")  # the file may come from anyone: no terminal escapes
     if lock.get("slurm_job_id") and lock.get("slurm_job_id") == slurm_job_id():
         return None
     if host == socket.gethostname():

@@ -206,8 +206,11 @@ class TrainState:
         path = self.run.checkpoints / "last.pt"
         if not path.exists():
             return  # stopped before its first checkpoint: start from scratch
-        try:  # truncated, overwritten, or saved by another model or loop: say so in one line
+        try:  # truncated or overwritten: say so in one line (and never load it unsafely)
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__})") from error
+        try:  # saved by another model or loop
             for name, item in self.saved.items():
                 item.load_state_dict(state[name])
             set_rng_state(state["protocol"]["rng"])

@@ -48,8 +48,8 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from protocol.files import load_experiment_script, read_json
-from protocol.grid import SweepError, build_grid, check_text, one_line
+from protocol.files import load_experiment_script, one_line, read_json
+from protocol.grid import SweepError, build_grid, check_text
 from protocol.lock import claiming, live_owner
 from protocol.naming import run_name
 from protocol.options import non_negative_int, positive_int
