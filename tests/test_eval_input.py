@@ -59,3 +59,30 @@ def test_a_summary_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     result = run_python([EVAL, "--all"], cwd=root)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("cannot write the summary: ")
+
+
+PLANTED = """
+import os, sys, torch
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {sys.argv[2]}",))
+torch.save({"state_dict": Payload()}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["lightning", "pytorch"])
+def test_a_shared_checkpoint_cannot_run_code_when_evaluated(tmp_path: Path, framework: str) -> None:
+    root = create_project({"project_name": "shared", "framework": framework}, tmp_path, use_git=False).root
+    run = root / "experiments" / "task1" / "results" / "handed"
+    (run / "checkpoints").mkdir(parents=True)
+    hparams = {"learning_rate": 0.001, "batch_size": 32, "epochs": 1, "hidden_size": 8, "depth": 1}
+    (run / "hparams.json").write_text(json.dumps({**hparams, "dropout": 0.1, "weight_decay": 0.0, "seed": 0}))
+    (run / "finished.out").write_text(json.dumps({"state": "finished", "metrics": {}}))
+    marker = tmp_path / "code-ran"
+    suffix = "ckpt" if framework == "lightning" else "pt"
+    planted = run_python(["-c", PLANTED, str(run / "checkpoints" / f"best.{suffix}"), str(marker)], cwd=root)
+    assert planted.returncode == 0, planted.stderr
+    result = run_python([EVAL, "--run_dir", str(run)], cwd=root)
+    assert result.returncode == 1 and "cannot evaluate best." in result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and not marker.exists()

@@ -68,7 +68,7 @@ class {{ cookiecutter.__task_class }}Module(pl.LightningModule):
         self, hidden_size: int, depth: int, dropout: float, learning_rate: float, weight_decay: float
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()  # so eval.py can rebuild the module from a checkpoint
+        self.save_hyperparameters()  # logged with the run; eval.py rebuilds the module from hparams.json
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.model = ResidualMLP(data.NUM_FEATURES, hidden_size, data.NUM_CLASSES, depth, dropout)
@@ -103,16 +103,21 @@ class {{ cookiecutter.__task_class }}Module(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
 
 
-def train(run: Run) -> dict[str, float]:
-    args = run.args
-    seed_everything(args.seed)  # the same initial weights for the same seed
-    module = {{ cookiecutter.__task_class }}Module(
+def build_module(args: argparse.Namespace) -> {{ cookiecutter.__task_class }}Module:
+    """The module for these hyperparameters: train.py's arguments, or a run's hparams.json."""
+    return {{ cookiecutter.__task_class }}Module(
         hidden_size=args.hidden_size,
         depth=args.depth,
         dropout=args.dropout,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
     )
+
+
+def train(run: Run) -> dict[str, float]:
+    args = run.args
+    seed_everything(args.seed)  # the same initial weights for the same seed
+    module = build_module(args)
     datamodule = {{ cookiecutter.__task_class }}Data(
         batch_size=args.batch_size,
         seed=args.seed,
@@ -125,6 +130,9 @@ def evaluate_checkpoint(
     checkpoint: Path, hparams: argparse.Namespace, args: argparse.Namespace
 ) -> dict[str, float]:
     """The test-split metrics of a checkpoint's module, on eval.py's ``args``."""
-    module = {{ cookiecutter.__task_class }}Module.load_from_checkpoint(checkpoint, map_location="cpu")
+    # tensors only (weights_only): never load_from_checkpoint, which a crafted checkpoint in a
+    # run directory someone shares could make run code (CVE-2026-58659)
+    module = build_module(hparams)
+    module.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
     datamodule = {{ cookiecutter.__task_class }}Data(batch_size=hparams.batch_size, seed=hparams.seed)
     return test_checkpoint(module, datamodule, args.accelerator, args.precision)
