@@ -5,9 +5,11 @@ Jinja sandbox stops it from reaching the machine, but not from looping: a few
 nested ``range`` loops render for ever, and a string multiplied into gigabytes
 takes the memory. So ``add-task`` and ``update`` render in a forked child
 (forking copies the loaded modules: no start-up cost) that is killed at its
-deadline, with its address space capped; the parent turns either into one
-line. The child's errors come back as they were raised, so a full disk in
-the child reads like a full disk in the parent.
+deadline, with its address space and CPU time capped and a signal to end it
+when its parent dies; the parent turns any of it into one line. The child's
+errors come back as they were raised, so a full disk in the child reads like
+a full disk in the parent. What the child writes goes into directories the
+parent made and removes.
 """
 
 from __future__ import annotations

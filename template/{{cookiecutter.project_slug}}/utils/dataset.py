@@ -1,6 +1,6 @@
 """Data code every task shares: raw files to cached tensors, fixed splits, resumable loaders.
 
-Each task's own data lives in its ``trainers/<task>_trainer.py``; this module
+Each task's own data lives in its ``trainers/<task>_data.py``; this module
 holds only what they have in common. Any map-style ``Dataset`` (one sample per
 index) works with :func:`make_loader`.
 """

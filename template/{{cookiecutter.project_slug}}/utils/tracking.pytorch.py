@@ -13,11 +13,16 @@ from __future__ import annotations
 
 {% if cookiecutter.tracker == 'csv' -%}
 import csv
+import io
 {% elif cookiecutter.tracker == 'wandb' -%}
 import os
 {% endif -%}
 from pathlib import Path
 from typing import Any
+{%- if cookiecutter.tracker == 'csv' %}
+
+from protocol.files import atomic_write_bytes
+{%- endif %}
 
 
 class Tracker:
@@ -41,7 +46,15 @@ class Tracker:
         self.writer.close()
 {%- elif cookiecutter.tracker == 'csv' %}
         self.path = log_dir / "metrics.csv"
-        self.start_step = start_step
+        if start_step and self.path.exists():
+            # as TensorBoard's purge_step: rows a killed attempt logged past the checkpoint
+            # we resume from are logged again by this one, so they go
+            with self.path.open(newline="") as handle:
+                header, *rows = list(csv.reader(handle)) or [["step", "metric", "value"]]
+            kept = [row for row in rows if row and row[0].isdigit() and int(row[0]) <= start_step]
+            text = io.StringIO()
+            csv.writer(text).writerows([header, *kept])
+            atomic_write_bytes(self.path, text.getvalue().encode())
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         new_file = not self.path.exists()
