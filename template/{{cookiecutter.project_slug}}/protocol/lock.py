@@ -125,12 +125,15 @@ def live_owner(run_dir: Path) -> str | None:
         touched = path.stat().st_mtime_ns
     except OSError:
         return None
-    if abs(time.time() - touched / 1e9) <= STALE_S or (str(path), touched) in _SILENT:
-        return owner if (str(path), touched) not in _SILENT else None
+    seen = (str(path), touched)
+    if seen in _SILENT:
+        return None  # watched already by this process, untouched since
+    if abs(time.time() - touched / 1e9) <= STALE_S:
+        return owner
     print(f"{path} of {owner} is dated {time.ctime(touched / 1e9)}; watching whether it still beats")
     if beats(path, touched, 1.5 * HEARTBEAT_S):
         return owner
-    _SILENT.add((str(path), touched))  # acquire_lock asks again: no second wait
+    _SILENT.add(seen)  # claim and acquire_lock ask again: no second wait
     return None
 
 
