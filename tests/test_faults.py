@@ -142,12 +142,17 @@ main(["add-task", "doomed"])
 """
 
 
+def killed_add_task(root: Path, function: str, calls: int, when: str) -> None:
+    """``add-task doomed`` in ``root``, SIGKILLed at call ``calls`` of ``function`` (``module.name``)."""
+    code = KILL_AT.format(module=function.split(".")[0], function=function)
+    killed = subprocess.run([sys.executable, "-c", code, str(calls), when], cwd=root, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+
+
 @pytest.mark.parametrize("moves", [0, 1, 2, 4])
 def test_add_task_killed_between_moves_is_undone_by_the_next_command(new_project, cli, moves: int) -> None:
     root = new_project().root
-    code = KILL_AT.format(module="transaction", function="transaction.os.rename")
-    killed = subprocess.run([sys.executable, "-c", code, str(moves), "before"], cwd=root, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL
+    killed_add_task(root, "transaction.os.rename", moves, "before")
     assert list(root.glob(STAGING)), "the kill should leave its staging directory"
     assert cli("status", str(root)).exit_code == 0  # ignored by every command
 
@@ -161,9 +166,7 @@ def test_add_task_killed_between_moves_is_undone_by_the_next_command(new_project
 
 def test_add_task_killed_then_the_project_renamed_is_undone_where_it_now_is(new_project, cli) -> None:
     root = new_project().root
-    code = KILL_AT.format(module="transaction", function="transaction.os.rename")
-    killed = subprocess.run([sys.executable, "-c", code, "2", "before"], cwd=root, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL
+    killed_add_task(root, "transaction.os.rename", 2, "before")
     assert (root / "experiments" / "doomed").is_dir()  # half added
     renamed = root.with_name("renamed")
     root.rename(renamed)
@@ -175,9 +178,7 @@ def test_add_task_killed_then_the_project_renamed_is_undone_where_it_now_is(new_
 
 def test_new_force_over_a_project_keeps_a_task_a_killed_add_task_had_recorded(new_project, cli) -> None:
     root = new_project().root
-    code = KILL_AT.format(module="files", function="files.os.replace")
-    killed = subprocess.run([sys.executable, "-c", code, "0", "after"], cwd=root, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL
+    killed_add_task(root, "files.os.replace", 0, "after")
     result = cli("new", root.name, "--no-input", "--no-git", "--force", "--output-dir", str(root.parent))
     assert result.exit_code == 0, result.output
     assert record(root)["tasks"] == ["task1", "doomed"]
@@ -186,9 +187,7 @@ def test_new_force_over_a_project_keeps_a_task_a_killed_add_task_had_recorded(ne
 
 def test_add_task_killed_after_recording_keeps_the_task(new_project, cli) -> None:
     root = new_project().root
-    code = KILL_AT.format(module="files", function="files.os.replace")
-    killed = subprocess.run([sys.executable, "-c", code, "0", "after"], cwd=root, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL
+    killed_add_task(root, "files.os.replace", 0, "after")
     assert cli("add-task", "other", "--project", str(root)).exit_code == 0
     assert record(root)["tasks"] == ["task1", "doomed", "other"]
     assert_record_matches_disk(root)

@@ -152,9 +152,7 @@ def _main_metric(runs: list[RunStatus]) -> str | None:
 
 def _run_dir(project_root: Path, run: RunStatus) -> Path:
     """Where ``collect_runs`` found ``run`` (its name as it is on disk, not as printed)."""
-    if run.location is not None:
-        return run.location
-    return project_root / "experiments" / run.task / "results" / run.run
+    return run.location
 
 
 def _final_metrics(project_root: Path, run: RunStatus) -> dict[str, float]:

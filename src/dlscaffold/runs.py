@@ -35,6 +35,7 @@ class RunStatus:
     task: str
     run: str
     state: str  # finished, interrupted, failed, running or incomplete
+    location: Path = field(repr=False)  # the directory itself, its name unescaped
     epoch: int | None = None
     step: int | None = None
     metric_name: str | None = None
@@ -47,7 +48,6 @@ class RunStatus:
     group_mean: float | None = None
     group_std: float | None = None
     config: str = field(default="", repr=False)  # hparams.json without the seed, as canonical JSON
-    location: Path | None = field(default=None, repr=False)  # the directory itself, unescaped
     seed: str = field(default="", repr=False)  # hparams.json's seed as JSON, else the name's seed-N
 
     def to_dict(self) -> dict[str, Any]:
