@@ -4,7 +4,7 @@
 
 Prints the median wall time of each command and the ratio to its baseline:
   * ``dlscaffold --help`` against ``python -c "import click"``: the CLI must not
-    import anything heavy at start-up (goal: at most 1.5x);
+    import anything heavy at start-up (goal: at most 1.1x);
   * ``dlscaffold new`` against ``cookiecutter <repo> --no-input`` on the same
     template (goal: at most 1.0x);
   * ``dlscaffold status`` on a project with 500 runs against ``dlscaffold --help``:
@@ -37,8 +37,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def dlscaffold_command() -> list[str]:
-    found = shutil.which("dlscaffold")
-    return [found] if found else [sys.executable, "-m", "dlscaffold"]
+    """The console script pip installed beside this Python (not a version manager's shim on PATH,
+    such as pyenv's, a shell script that adds its own start-up to every call)."""
+    script = Path(sys.executable).parent / "dlscaffold"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "dlscaffold"]
 
 
 def cookiecutter_command() -> list[str]:
@@ -123,6 +125,18 @@ def old_project(root: Path, tasks: int) -> Path:
     return project
 
 
+def write_bytecode() -> None:
+    """Compile dlscaffold's modules once, as installing the wheel does.
+
+    click's bytecode was written when pip installed it; an editable install in an
+    environment with PYTHONDONTWRITEBYTECODE set would compile dlscaffold's
+    sources at every start instead, and the benchmark would time the compiler.
+    """
+    import compileall
+
+    compileall.compile_dir(REPO_ROOT / "src" / "dlscaffold", quiet=1)
+
+
 def timed(command: list[str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=False, stdout=subprocess.DEVNULL)
@@ -156,13 +170,14 @@ def main() -> int:
     )
     parser.add_argument("--repeats", type=int, default=15)
     repeats = parser.parse_args().repeats
+    write_bytecode()
 
     pairs = [
         (
             "start-up",
             dlscaffold_command() + ["--help"],
             [sys.executable, "-c", "import click"],
-            1.5,
+            1.1,
             False,
         ),
         (

@@ -61,11 +61,11 @@ def run_python(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.C
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def cookiecutter(output: Path, *context: str) -> subprocess.CompletedProcess[str]:
-    """Run the cookiecutter command on this repository, as a user would: `cookiecutter <repo> --no-input`."""
+def cookiecutter(output: Path, *context: str, template: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the cookiecutter command on this repository, or on ``template``, as a user would: `--no-input`."""
     code = "import sys; from cookiecutter.cli import main; sys.exit(main())"
     return subprocess.run(
-        [sys.executable, "-c", code, str(REPO_ROOT), "--no-input", "-o", str(output), *context],
+        [sys.executable, "-c", code, str(template), "--no-input", "-o", str(output), *context],
         capture_output=True,
         text=True,
     )

@@ -101,7 +101,7 @@ def test_framework_and_tracker_shape_the_code(every_flavour: dict[tuple[str, str
     assert "pytorch-lightning" in (lightning / "requirements.txt").read_text()
     assert "lightning" not in (plain / "requirements.txt").read_text()
     assert "wandb" in (plain / "requirements.txt").read_text()
-    assert "CSVLogger" in (lightning / "utils" / "tracking.py").read_text()
+    assert "CSVLogger" in (lightning / "protocol" / "tracking.py").read_text()
     assert "LightningModule" in (lightning / "trainers" / "base_trainer.py").read_text()
     assert "import pytorch_lightning" not in "".join(p.read_text() for p in plain.rglob("*.py"))
 

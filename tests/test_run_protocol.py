@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -325,6 +326,28 @@ def test_the_same_run_name_with_other_values_is_refused_with_the_differences(pro
     assert "hidden_size: 16 when trained, 32 now" in refused.stdout
     assert project.last_checkpoint("reference").read_bytes() == before  # neither skipped nor resumed
     assert project.flags("reference") == ["finished.out"]
+
+
+def test_an_added_hyperparameter_names_records_and_guards_the_run(project: Project, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(project.root, root, ignore=shutil.ignore_patterns("results"))
+    train = root / "experiments" / "task1" / "train.py"
+    seed_line = '    hparams.add_argument("--seed", type=seed, default=0, help="seeds every RNG")\n'
+    added = '    hparams.add_argument("--warmup_steps", type=int, default=0, help="steps of LR warm-up")\n'
+    assert seed_line in train.read_text()
+    train.write_text(train.read_text().replace(seed_line, seed_line + added))  # one line, nothing else
+    command = [*TRAIN, "--epochs", "1", "--warmup_steps", "5"]
+
+    first = run_python(command, cwd=root)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (run_dir,) = (path for path in (root / "experiments" / "task1" / "results").iterdir() if path.is_dir())
+    assert "warmup_steps-5" in run_dir.name  # it names the run
+    assert json.loads((run_dir / "hparams.json").read_text())["warmup_steps"] == 5  # it is recorded
+    other = run_python([*command, "--warmup_steps", "7", "--run_name", run_dir.name], cwd=root)
+    assert other.returncode == 4, other.stdout + other.stderr  # it guards the run
+    assert "warmup_steps: 5 when trained, 7 now" in other.stdout
+    again = run_python(command, cwd=root)
+    assert again.returncode == 0 and "finished already; skipping" in again.stdout
 
 
 # the task's loop raises once, at the end of its fourth epoch, when FAIL_ONCE is set: a crash

@@ -13,7 +13,7 @@ RESUME = """
 import sys
 from pathlib import Path
 sys.path.insert(0, ".")
-from utils.tracking import Tracker
+from protocol.tracking import Tracker
 tracker = Tracker(Path(sys.argv[1]), "r", {}, start_step=int(sys.argv[2]))
 tracker.log({"train_loss": 0.5}, 30)
 tracker.close()

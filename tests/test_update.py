@@ -1,8 +1,8 @@
 """``dlscaffold update``: a project made from an earlier template, edited, grown and updated.
 
-The earlier template is the real one of dlscaffold 0.1.0 (``tests/data``), so
-the update carries real changes: a new protocol module, a rewritten eval.py,
-changed train.py files, base trainers and sweep script.
+The earlier templates are the real ones of dlscaffold 0.1.0 and 0.2.0
+(``tests/data``), so the update carries real changes: new protocol modules, a
+rewritten eval.py, changed train.py files, base trainers and sweep script.
 """
 
 from __future__ import annotations
@@ -29,16 +29,26 @@ from dlscaffold.update import update_project
 from conftest import FRAMEWORKS, cookiecutter, run_python, tree_digest
 
 OLD_TEMPLATE = Path(__file__).parent / "data" / "template-0.1.0.tar.gz"
+TEMPLATE_0_2 = Path(__file__).parent / "data" / "template-0.2.0.tar.gz"
 IDENTITY = ["-c", "user.name=Researcher", "-c", "user.email=researcher@example.org"]
 CURRENT = baseline.read_tree(bundled_template_dir())
 
 
-@pytest.fixture(scope="module")
-def old_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    root = tmp_path_factory.mktemp("template-0.1.0")
-    with tarfile.open(OLD_TEMPLATE) as tar:
+def unpack(archive: Path, root: Path) -> Template:
+    with tarfile.open(archive) as tar:
         tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return Template(root)
+
+
+@pytest.fixture(scope="module")
+def old_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    return unpack(OLD_TEMPLATE, tmp_path_factory.mktemp("template-0.1.0"))
+
+
+@pytest.fixture(scope="module")
+def templates(old_template: Template, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Template]:
+    """The kept templates of earlier releases, by version."""
+    return {"0.1.0": old_template, "0.2.0": unpack(TEMPLATE_0_2, tmp_path_factory.mktemp("template-0.2.0"))}
 
 
 def git(root: Path, *args: str) -> str:
@@ -74,11 +84,12 @@ def research(root: Path, cli) -> None:
 
 
 @pytest.fixture
-def updated(tmp_path: Path, old_template: Template, cli) -> Callable[[str], tuple[Path, Path, str]]:
-    """An edited 0.1.0 project updated to the current template, and a fresh one with the same edits."""
+def updated(tmp_path: Path, templates: dict[str, Template], cli) -> Callable[..., tuple[Path, Path, str]]:
+    """An edited project of an earlier release updated to the current template, and a fresh one
+    with the same edits."""
 
-    def make(framework: str) -> tuple[Path, Path, str]:
-        root = generate(tmp_path / "old", framework, old_template)
+    def make(framework: str, version: str = "0.2.0") -> tuple[Path, Path, str]:
+        root = generate(tmp_path / "old", framework, templates[version])
         research(root, cli)
         commit(root)
         assert cli("update", "--check", "--project", str(root)).exit_code == 1
@@ -91,9 +102,12 @@ def updated(tmp_path: Path, old_template: Template, cli) -> Callable[[str], tupl
     return make
 
 
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_update_equals_the_current_template_with_your_changes(updated, cli, framework: str) -> None:
-    root, fresh, output = updated(framework)
+def test_update_equals_the_current_template_with_your_changes(
+    updated, cli, framework: str, version: str
+) -> None:
+    root, fresh, output = updated(framework, version)
     # byte for byte what the current template gives with the same research done on it
     assert tree_digest(root) == tree_digest(fresh)
     assert (
@@ -104,16 +118,17 @@ def test_update_equals_the_current_template_with_your_changes(updated, cli, fram
     assert not (root / "README.md").exists()
     for line in (
         "merged    experiments/task1/train.py",
-        "merged    trainers/base_trainer.py",
+        "merged    trainers/task1_trainer.py",
         "updated   experiments/task2/eval.py",
-        "added     protocol/grid.py",
+        "added     protocol/evaluation.py",
         "skipped   README.md  (you deleted it; it stays deleted)",
     ):
         assert line in output
-    if framework == "pytorch":
-        assert "task1_trainer.py" not in output  # the template did not change it
-    else:  # it did (eval loads weights only), and so did the researcher: merged
-        assert "merged    trainers/task1_trainer.py" in output
+    assert "conflict" not in output  # the researcher's edits and the template's touch other lines
+    if framework == "lightning":  # Trainer options moved from the shared file to the task's
+        assert "merged    trainers/base_trainer.py" in output
+    if version == "0.1.0":
+        assert "added     protocol/grid.py" in output
     assert json.loads((root / ".dlscaffold.json").read_text())["template_digest"] == CURRENT.digest
 
     before = tree_digest(root)
@@ -127,7 +142,8 @@ def test_update_equals_the_current_template_with_your_changes(updated, cli, fram
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_updated_project_passes_its_own_tests(updated, framework: str) -> None:
-    root, _, _ = updated(framework)
+    root, _, output = updated(framework)
+    assert "removed   utils/tracking.py" in output and "added     protocol/tracking.py" in output
     result = run_python(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"], cwd=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trained = run_python(["experiments/task2/train.py", "--epochs", "1"], cwd=root)
@@ -148,7 +164,7 @@ def test_a_same_line_edit_is_a_conflict_with_markers(tmp_path: Path, old_templat
     assert "1 file in conflict" in result.output
     text = train.read_text()
     assert text.count("<<<<<<< yours") == 1 and text.count("=======") == 1
-    assert ">>>>>>> template 0.2.0 (" in text
+    assert ">>>>>>> template 0.3.0 (" in text
     assert "ArgumentDefaultsHelpFormatter" in text and "allow_abbrev=False" in text  # both sides, marked
     assert (root / "protocol" / "grid.py").is_file()  # the rest is updated
     assert "conflict" not in git(root, "diff", "--stat", "--", "experiments/task1/eval.py")
@@ -157,12 +173,12 @@ def test_a_same_line_edit_is_a_conflict_with_markers(tmp_path: Path, old_templat
 def test_a_dirty_tree_is_refused_and_nothing_changes(tmp_path: Path, old_template: Template, cli) -> None:
     root = generate(tmp_path, "pytorch", old_template)
     (root / "notes.txt").write_text("untracked")
-    (root / "trainers" / "task1_trainer.py").write_text("# half-done\n")
+    (root / "layers" / "residual.py").write_text("# half-done\n")  # a file the template never changed
     before = tree_digest(root)
     result = cli("update", "--project", str(root))
     assert result.exit_code == 1
     assert "uncommitted changes" in result.output
-    assert "notes.txt" in result.output and "trainers/task1_trainer.py" in result.output
+    assert "notes.txt" in result.output and "layers/residual.py" in result.output
     assert "Traceback" not in result.output
     assert tree_digest(root) == before
 

@@ -1,3 +1,3 @@
 """dlscaffold: generate deep-learning research projects that train, resume and reproduce."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

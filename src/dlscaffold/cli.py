@@ -7,6 +7,7 @@ imported here: they belong to the generated projects.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shlex
@@ -19,14 +20,40 @@ import click
 
 from dlscaffold import __version__
 from dlscaffold.errors import DlscaffoldError
-from dlscaffold.template import Template, bundled_template_dir
 from dlscaffold.text import printable
 
 if TYPE_CHECKING:
     from dlscaffold.create import NewProject
+    from dlscaffold.template import Template
 
-TEMPLATE = Template(bundled_template_dir())
-QUESTIONS = TEMPLATE.questions()
+
+@functools.cache
+def _template() -> Template:
+    """The bundled template, read when a command needs it: ``dlscaffold --help`` never does."""
+    from dlscaffold.template import Template, bundled_template_dir
+
+    return Template(bundled_template_dir())
+
+
+class _TemplateChoice(click.ParamType):  # type: ignore[type-arg]  # generic in click 8.2+ only
+    """One of the bundled template's choices for a question, read from it when first needed."""
+
+    name = "choice"
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def choice(self) -> click.Choice[str]:
+        return click.Choice(_template().questions()[self.key])
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str | None:
+        return self.choice().get_metavar(*args, **kwargs)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return self.choice().convert(value, param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> Any:
+        return self.choice().shell_complete(ctx, param, incomplete)
 
 
 class _Group(click.Group):
@@ -84,8 +111,8 @@ def main() -> None:
     """
 
 
-def _choice(key: str) -> click.Choice[str]:
-    return click.Choice(QUESTIONS[key])
+def _choice(key: str) -> _TemplateChoice:
+    return _TemplateChoice(key)
 
 
 @main.command()
@@ -176,15 +203,16 @@ def _check(key: str, value: str, what: str | None = None) -> str:
 
 
 def _slug(name: str) -> str:
-    return str(TEMPLATE.context({"project_name": name})["project_slug"])
+    return str(_template().context({"project_name": name})["project_slug"])
 
 
 def _ask(key: str) -> str:
     """Prompt for one answer until it is valid, so a typo never costs the answers before it."""
-    default = QUESTIONS[key]
+    template = _template()
+    default = template.questions()[key]
     if isinstance(default, list):
-        return str(click.prompt(TEMPLATE.prompt_text(key), type=click.Choice(default), default=default[0]))
-    return str(click.prompt(TEMPLATE.prompt_text(key), default=default, value_proc=lambda v: _check(key, v)))
+        return str(click.prompt(template.prompt_text(key), type=click.Choice(default), default=default[0]))
+    return str(click.prompt(template.prompt_text(key), default=default, value_proc=lambda v: _check(key, v)))
 
 
 def _report_new(result: NewProject, here: bool) -> None:

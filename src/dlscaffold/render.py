@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -103,41 +103,59 @@ def plan(
     project_template: Path,
     context: dict[str, Any],
     include: Callable[[PurePosixPath], bool] = lambda _: True,
-    flavours: Sequence[str] = (),
-    flavour: str = "",
+    flavours: Collection[str] = (),
+    chosen: Collection[str] = (),
 ) -> list[RenderedFile]:
     """The files a render would write, with rendered paths, in a stable order.
 
     ``include`` sees each file's *template* path (with its Jinja), which is how
-    add-task selects the files that belong to a task. A file named
-    ``name.<flavour>.ext``, for one of ``flavours``, is written as ``name.ext``
-    when ``flavour`` is chosen and left out otherwise (see :func:`flavoured`).
+    add-task selects the files that belong to a task. ``flavours`` are the
+    choices of the template's flavour variables and ``chosen`` the project's
+    values of them: a file such as ``name.pytorch.csv.ext`` is written as
+    ``name.ext`` when all its flavours are chosen and left out otherwise (see
+    :func:`flavoured`). Two files that would land on one path are a template bug.
     """
     files = []
+    origins: dict[PurePosixPath, PurePosixPath] = {}
     for source in sorted(_walk(project_template)):
         template_path = PurePosixPath(source.relative_to(project_template).as_posix())
         if not include(template_path):
             continue
-        kept = flavoured(template_path, flavours, flavour)
-        if kept is not None:
-            rendered = PurePosixPath(*(render_part(part, context) for part in kept.parts))
-            files.append(RenderedFile(rendered, source))
+        kept = flavoured(template_path, flavours, chosen)
+        if kept is None:
+            continue
+        if kept in origins:
+            raise TemplateError(
+                f"the template files {origins[kept]} and {template_path} both become {kept} "
+                f"for {', '.join(chosen)}; rename one so that each choice has one file per path"
+            )
+        origins[kept] = template_path
+        rendered = PurePosixPath(*(render_part(part, context) for part in kept.parts))
+        files.append(RenderedFile(rendered, source))
     return files
 
 
-def flavoured(path: PurePosixPath, flavours: Sequence[str], flavour: str) -> PurePosixPath | None:
-    """``x.pytorch.py`` is ``x.py`` in a pytorch project and absent from the others; other paths stay.
+def flavoured(
+    path: PurePosixPath, flavours: Collection[str], chosen: Collection[str]
+) -> PurePosixPath | None:
+    """``x.pytorch.csv.py`` is ``x.py`` in a pytorch project tracked with csv, absent from the others.
 
-    One template file per flavour where the flavours differ keeps large Jinja
-    blocks out of the generated code; the template's post-generation hook
-    applies the same rule for plain cookiecutter.
+    The flavour parts are the run of ``flavours`` right before the extension,
+    after the stem, in any order: the file is kept, without them, when every
+    one is in ``chosen``, and dropped otherwise. Other paths (``x.py``,
+    ``x.name.py``) stay as they are. One template file per flavour where the
+    flavours differ keeps large Jinja blocks out of the generated code; the
+    template's post-generation hook applies the same rule for plain cookiecutter.
     """
     parts = path.name.split(".")
-    if len(parts) < 3 or parts[-2] not in flavours:
+    end = start = len(parts) - 1  # parts[start:end] are the flavour parts; parts[0] is always the stem
+    while start > 1 and parts[start - 1] in flavours:
+        start -= 1
+    if start == end:
         return path
-    if parts[-2] != flavour:
+    if any(part not in chosen for part in parts[start:end]):
         return None
-    return path.with_name(".".join([*parts[:-2], parts[-1]]))
+    return path.with_name(".".join([*parts[:start], parts[-1]]))
 
 
 def _walk(root: Path) -> Iterator[Path]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from dlscaffold.errors import InvalidValueError, TemplateError
 
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 PROJECT_DIR_NAME = "{{cookiecutter.project_slug}}"
 TASK_VARIABLE = "cookiecutter.task_name"
-FLAVOUR_VARIABLE = "framework"  # files named ``x.<framework>.py`` exist in that framework's projects only
+# choice variables whose values may name a file's flavour: ``x.pytorch.csv.py`` exists, as
+# ``x.py``, in the projects whose framework is pytorch and whose tracker is csv only
+FLAVOUR_VARIABLES: Final[tuple[str, ...]] = ("framework", "tracker")
 
 
 def bundled_template_dir() -> Path:
@@ -67,16 +69,17 @@ class Template:
     def plan(
         self, context: dict[str, Any], include: Callable[[PurePosixPath], bool] = lambda _: True
     ) -> list[RenderedFile]:
-        """The files of a project rendered with ``context``, its framework's flavour of each."""
+        """The files of a project rendered with ``context``, the chosen flavour of each."""
         from dlscaffold import render
 
-        flavours = self.variables.get(FLAVOUR_VARIABLE, [])
+        listed = [name for name in FLAVOUR_VARIABLES if isinstance(self.variables.get(name), list)]
+        choices = {choice for name in listed for choice in self.variables[name] if isinstance(choice, str)}
         return render.plan(
             self.project_dir,
             context,
             include,
-            flavours=flavours if isinstance(flavours, list) else [],
-            flavour=str(context.get(FLAVOUR_VARIABLE, "")),
+            flavours=choices,
+            chosen=tuple(str(context[name]) for name in listed if name in context),
         )
 
     def prompt_text(self, key: str) -> str:

@@ -24,10 +24,11 @@ from protocol.cluster import (
     restore_handlers,
     signal_exit_code,
 )
+from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.files import describe_os_error, read_json, write_json
 from protocol.lock import acquire_lock, claiming, live_owner, release_lock, start_heartbeat
 from protocol.manifest import update_manifest
-from protocol.naming import run_name
+from protocol.naming import hyperparameter_defaults, run_name
 from protocol.rundir import (
     Run,
     archive,
@@ -45,39 +46,25 @@ EXIT_CONFLICT = 4
 Train = Callable[[Run], dict[str, float]]
 
 
-class RunInterrupted(Exception):
-    """Raised by a training loop that saved a checkpoint and stopped because a signal asked it to."""
-
-
-class RunDiverged(Exception):
-    """Raised by a training loop whose loss stopped being a finite number."""
-
-
-class CheckpointUnusable(Exception):
-    """Raised when a run cannot resume from its ``last`` checkpoint: unreadable, or of another model."""
-
-
 def launch(
-    task_dir: Path,
-    args: argparse.Namespace,
-    parser: argparse.ArgumentParser,
-    hparams: list[str],
-    train: Train,
+    task_dir: Path, args: argparse.Namespace, hyperparameters: argparse.ArgumentParser, train: Train
 ) -> int:
     """Run ``train`` under the protocol and return the process exit code.
 
     0: finished, or skipped because it had finished or failed before;
     1: failed; 3: another live process owns the run; 4: the run directory holds a run
     trained with other hyperparameters; 128+N: stopped by signal N.
-    ``hparams`` names the options that define the run (and its directory).
+    ``hyperparameters`` is train.py's parser of the options that define the run:
+    each names its directory, goes into ``hparams.json`` and must match on a relaunch.
     """
-    name = run_name(args, parser, hparams)
+    defaults = hyperparameter_defaults(hyperparameters)
+    name = run_name(args, defaults)
     run = Run(
         task=task_dir.name,
         name=name,
         dir=args.results_dir / name,
         args=args,
-        hparams={key: getattr(args, key) for key in hparams},
+        hparams={key: getattr(args, key) for key in defaults},
     )
     try:
         decision = claim(run) if is_rank_zero() else None

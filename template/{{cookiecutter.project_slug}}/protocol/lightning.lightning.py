@@ -1,7 +1,8 @@
 """Run protocol, rarely edited: Lightning callbacks for signals, divergence, exact resume.
 
 Lightning owns the loop; :class:`RunProtocol` watches it. On SIGINT, SIGTERM or
-SIGUSR1 it saves ``last.ckpt`` at the next batch boundary and stops. A
+SIGUSR1 it saves ``last.ckpt`` at the next batch boundary (under DDP, at the end
+of the logging period, so that every rank stops at the same step) and stops. A
 checkpoint holds what Lightning saves (weights, optimizers, schedulers, loops,
 the StatefulDataLoader's position) plus every RNG state, so a resumed run
 continues mid-epoch exactly where it stopped.
@@ -9,6 +10,7 @@ continues mid-epoch exactly where it stopped.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,11 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
 from protocol.cluster import install_stop_handlers
-from protocol.launch import CheckpointUnusable, RunDiverged, RunInterrupted
+from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
-from utils.utils import atomic_torch_save, get_rng_state, set_rng_state
+from protocol.steps import StepValues
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -39,6 +42,7 @@ class RunProtocol(Callback):
         self.run = run
         self.main_metric = main_metric
         self.restored_rng: dict[str, Any] | None = None
+        self.pending = StepValues()  # each step's outputs, on the device until a logging period ends
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": get_rng_state()}  # taken when a checkpoint is written
@@ -57,31 +61,50 @@ class RunProtocol(Callback):
             print(f"resumed from {trainer.ckpt_path} at {where}")
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, *args: Any
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         named = {"loss": outputs} if isinstance(outputs, torch.Tensor) else dict(outputs or {})
-        values = {key: value.detach() for key, value in named.items() if isinstance(value, torch.Tensor)}
-        # a read per value and step (on a GPU, a sync): a diverged run fails at the step where it did
-        finite = all(bool(value.isfinite().all()) for value in values.values())
-        stop, diverged = self.run.stop_requested, not finite
-        if trainer.world_size > 1:  # every rank stops at the same step, or none does
-            flags = torch.tensor([float(stop), float(diverged)], device=module.device)
-            flags = trainer.strategy.reduce(flags, reduce_op="max").cpu()
-            stop, diverged = bool(flags[0]), bool(flags[1])
-        where = f"step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
-        if diverged:
-            bad = {key: _shown(value) for key, value in values.items() if not value.isfinite().all()}
-            shown = (
-                ", ".join(f"{key} became {value}" for key, value in bad.items()) or "another rank diverged"
-            )
-            raise RunDiverged(f"{shown} at {where}")
+        values = {key: value for key, value in named.items() if isinstance(value, torch.Tensor)}
+        if len(self.pending) and tuple(values) != self.pending.keys:
+            self.check(trainer, module, False)  # the step reports other values from now on
+        self.pending.add(trainer.global_step, values)
+        # no sync per step: read the values once a logging period; under DDP, where every rank
+        # must stop at the same step, agree on stopping only then too
+        period_ends = (batch_idx + 1) % trainer.log_every_n_steps == 0
+        stop = self.run.stop_requested
+        if not period_ends and (trainer.world_size > 1 or not stop):
+            return
+        stop = self.check(trainer, module, stop)
         if stop:
             if self.run.stop_signal is None:
                 self.run.stop_signal = "SIGTERM"  # the signal reached another rank
+            where = f"step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
             trainer.save_checkpoint(self.run.checkpoints / "last.ckpt", weights_only=False)  # all ranks
             raise RunInterrupted(f"at {where}")
 
+    def check(self, trainer: pl.Trainer, module: pl.LightningModule, stop: bool) -> bool:
+        """Read the pending steps' values (one sync): fail if one is not finite, on every rank.
+
+        Returns whether any rank was asked to stop.
+        """
+        diverged = None
+        for step, values in self.pending.read():
+            bad = [f"{key} became {value}" for key, value in values.items() if not math.isfinite(value)]
+            if bad and diverged is None:
+                diverged = f"{', '.join(bad)} at step {step} (epoch {trainer.current_epoch + 1})"
+        if trainer.world_size > 1:  # every rank acts at the same step, or none does
+            flags = torch.tensor([float(stop), float(diverged is not None)], device=module.device)
+            stop, any_diverged = (
+                bool(flag) for flag in trainer.strategy.reduce(flags, reduce_op="max").tolist()
+            )
+            if any_diverged and diverged is None:
+                diverged = f"another rank diverged by step {trainer.global_step}"
+        if diverged:
+            raise RunDiverged(diverged)
+        return stop
+
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.check(trainer, module, False)  # before this epoch's checkpoints are written
         if trainer.is_global_zero:
             metrics = epoch_metrics(trainer)
             self.run.record_progress(
@@ -127,7 +150,3 @@ def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:
         for key, value in trainer.callback_metrics.items()
         if not key.endswith(("_step", "_epoch"))
     }
-
-
-def _shown(value: torch.Tensor) -> str:
-    return str(value.item()) if value.numel() == 1 else "non-finite"

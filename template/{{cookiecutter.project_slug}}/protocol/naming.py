@@ -10,19 +10,28 @@ from typing import Any
 MAX_RUN_NAME = 120
 
 
-def run_name(args: argparse.Namespace, parser: argparse.ArgumentParser, hparams: list[str]) -> str:
-    """``--run_name``, or the ``hparams`` that differ from their defaults, plus the seed.
+def hyperparameter_defaults(hyperparameters: argparse.ArgumentParser) -> dict[str, Any]:
+    """Every option of train.py's ``hyperparameters()`` parser with its default: the run's identity.
 
-    For example ``learning_rate-0.01_seed-1``. Options outside ``hparams``
-    (devices, workers, ...) never rename a run, so a relaunch on other hardware
-    finds it.
+    Each of them names the run's directory, is recorded in ``hparams.json`` and
+    must match on a relaunch; read from the parser itself, so an option added
+    there is all three at once.
+    """
+    return vars(hyperparameters.parse_args([]))
+
+
+def run_name(args: argparse.Namespace, defaults: dict[str, Any]) -> str:
+    """``--run_name``, or the hyperparameters that differ from their ``defaults``, plus the seed.
+
+    For example ``learning_rate-0.01_seed-1``. Other options (devices,
+    workers, ...) never rename a run, so a relaunch on other hardware finds it.
     """
     if args.run_name:
         return args.run_name
     parts = []
-    for name in sorted(hparams):
+    for name in sorted(defaults):
         value = getattr(args, name)
-        if name == "seed" or value != parser.get_default(name):
+        if name == "seed" or value != defaults[name]:
             parts.append(f"{name}-{_format_value(value)}")
     name = "_".join(parts) or "default"
     if len(name) > MAX_RUN_NAME:

@@ -80,6 +80,11 @@ def device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
 
 
+def devices(text: str) -> int | str:
+    """Lightning's ``devices``: a count (``2``) as a number; ``auto``, ``0,1`` or ``-1`` as text."""
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
 def positive_int(text: str) -> int:
     value = _int(text)
     if value < 1:

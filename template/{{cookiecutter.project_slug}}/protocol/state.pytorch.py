@@ -18,23 +18,31 @@ optimizers, LR schedulers, gradient scalers, EMA weights, the StatefulDataLoader
 ``last.pt`` holds all of them with every RNG state and the loop's position, so a
 resumed run ends with the same weights as one never stopped. Register the model
 itself, not its DistributedDataParallel or compiled wrapper.
+
+``state.step`` reads nothing from the GPU: the step's values wait on the device
+and are read once every ``log_every_n_steps`` steps (and at each epoch's end),
+one sync per logging period. A signal stops the loop at the next step; under
+DDP, where every rank must stop at the same step, at the next logging period.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from types import TracebackType
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
 from protocol.cluster import is_rank_zero
-from protocol.launch import CheckpointUnusable, RunDiverged, RunInterrupted
+from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
-from utils.tracking import Tracker
-from utils.utils import atomic_torch_save, get_rng_state, set_rng_state
+from protocol.steps import StepValues
+from protocol.tracking import Tracker
 
 
 class TrainState:
@@ -49,6 +57,7 @@ class TrainState:
         mode: str = "min",
         log_every_n_steps: int = 50,
         checkpoint_interval: float = 60.0,
+        steps_per_epoch: int | None = None,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
@@ -62,8 +71,15 @@ class TrainState:
         self.global_step = 0
         self.best: float | None = None
         self.metrics: dict[str, float] = {}  # of the last completed epoch
-        self.sums: dict[str, torch.Tensor] = {}  # this epoch's step values, summed on their device
+        self.sums: dict[str, float] = {}  # this epoch's step values read so far, summed
+        self.counts: dict[str, int] = {}  # and how many steps reported each
         self.steps_in_epoch = 0
+        self.pending = StepValues()  # the steps' values not read yet, on their device
+        self.diverged: str | None = None  # where a value first stopped being finite
+        self.last_values: dict[str, float] = {}  # the newest step's values read
+        self.steps_per_epoch = steps_per_epoch  # the progress bar's length, if known
+        self.bar: tqdm | None = None
+        self.show_progress = is_rank_zero() and sys.stderr.isatty()  # a terminal, not a log file
         self.tracker: Tracker | None = None
         self.last_saved = float("-inf")  # so the first epoch always leaves a last.pt
         self.unsaved_best: dict[str, Any] | None = None
@@ -82,6 +98,7 @@ class TrainState:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
+        self._close_bar()
         if kind is None:
             self.save()  # the end of training: last.pt holds the final weights
         if self.tracker is not None:
@@ -92,39 +109,53 @@ class TrainState:
     def step(self, **values: torch.Tensor) -> None:
         """Count one optimisation step with its metrics (``loss=...``); stop or fail if asked to.
 
-        Every value is checked to be finite with one read per step (on a GPU, one
-        sync): a diverged run fails at the step where it diverged.
+        No sync: the values are read once a logging period (see the module docstring).
         """
         self.global_step += 1
         self.steps_in_epoch += 1
-        detached = {key: value.detach().float().to(self.device) for key, value in values.items()}
-        for key, value in detached.items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
-        finite = bool(torch.stack(list(detached.values())).isfinite().all()) if detached else True
-        stop, diverged = self.agree(self.run.stop_requested, not finite)
-        if diverged:
-            bad = {key: _shown(value) for key, value in detached.items() if not value.isfinite().all()}
-            shown = (
-                ", ".join(f"{key} became {value}" for key, value in bad.items()) or "another rank diverged"
+        if len(self.pending) and tuple(values) != self.pending.keys:
+            self._read()  # the loop reports other values from now on
+        self.pending.add(self.global_step, values)
+        if self.bar is None and self.show_progress:
+            self.bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=self.steps_in_epoch - 1,
+                desc=f"epoch {self.epoch + 1}",
+                unit="step",
+                leave=False,
+                dynamic_ncols=True,
             )
-            raise RunDiverged(f"{shown} at step {self.global_step} (epoch {self.epoch + 1})")
-        if self.tracker is not None and self.global_step % self.log_every_n_steps == 0:
+        if self.bar is not None:
+            self.bar.update()
+        period_ends = self.global_step % self.log_every_n_steps == 0
+        stop = self.run.stop_requested
+        if not period_ends and (self.distributed or not stop):
+            return  # under DDP, ranks agree on stopping only at the end of a logging period
+        self._read()
+        stop, diverged = self.agree(stop, self.diverged is not None)
+        if diverged:
+            raise RunDiverged(self.diverged or f"another rank diverged by step {self.global_step}")
+        if period_ends and self.tracker is not None:
             self.tracker.log(
-                {f"train_{key}": value.item() for key, value in detached.items()}, self.global_step
+                {f"train_{key}": value for key, value in self.last_values.items()}, self.global_step
             )
         if stop:
             self.save_and_stop(f"at step {self.global_step} (epoch {self.epoch + 1})")
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         """Close the epoch with its validation ``metrics``: progress, logs, checkpoints."""
-        count = max(self.steps_in_epoch, 1)
-        train = {f"train_{key}": (total / count).item() for key, total in self.sums.items()}
+        self._read()
+        stop, diverged = self.agree(self.run.stop_requested, self.diverged is not None)
+        if diverged:
+            raise RunDiverged(self.diverged or f"another rank diverged in epoch {self.epoch + 1}")
+        train = {f"train_{key}": total / max(self.counts[key], 1) for key, total in self.sums.items()}
         self.metrics = {**train, **metrics}
         self.epoch += 1
-        self.sums, self.steps_in_epoch = {}, 0
+        self.sums, self.counts, self.steps_in_epoch = {}, {}, 0
+        self._close_bar()
         if is_rank_zero():
             self._record_epoch()
-        if self.agree(self.run.stop_requested, False)[0]:
+        if stop:
             self.save_and_stop(f"after epoch {self.epoch}")
 
     def final_metrics(self) -> dict[str, float]:
@@ -132,6 +163,26 @@ class TrainState:
         return {**self.metrics, f"best_{self.main_metric}": best}
 
     # ------------------------------------------------------------ protocol -----
+
+    def _read(self) -> None:
+        """Read the pending steps' values (one sync): the epoch's sums, the bar, the first NaN."""
+        for step, values in self.pending.read():
+            for key, value in values.items():
+                self.sums[key] = self.sums.get(key, 0.0) + value
+                self.counts[key] = self.counts.get(key, 0) + 1
+            bad = [f"{key} became {value}" for key, value in values.items() if not math.isfinite(value)]
+            if bad and self.diverged is None:
+                self.diverged = f"{', '.join(bad)} at step {step} (epoch {self.epoch + 1})"
+            self.last_values = values
+        if self.bar is not None and self.last_values:
+            self.bar.set_postfix(
+                {key: f"{value:.4g}" for key, value in self.last_values.items()}, refresh=False
+            )
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _record_epoch(self) -> None:
         if self.main_metric not in self.metrics:
@@ -160,7 +211,7 @@ class TrainState:
     def agree(self, stop: bool, diverged: bool) -> tuple[bool, bool]:
         """Whether any rank was asked to stop, or saw a non-finite value: all ranks act together.
 
-        Under torchrun this costs one tiny all-reduce per step; alone, nothing.
+        Under torchrun one tiny all-reduce, once a logging period and at each epoch's end; alone, nothing.
         """
         if not self.distributed:
             return stop, diverged
@@ -194,7 +245,8 @@ class TrainState:
             "global_step": self.global_step,
             "best": self.best,
             "metrics": self.metrics,
-            "sums": self.sums,
+            "sums": self.sums,  # every step so far read: the loop saves only right after a read
+            "counts": self.counts,
             "steps_in_epoch": self.steps_in_epoch,
             "rng": get_rng_state(),
         }
@@ -219,13 +271,12 @@ class TrainState:
             self.global_step = int(position["global_step"])
             self.best = position["best"]
             self.metrics = dict(position["metrics"])
-            self.sums = {key: total.to(self.device) for key, total in position["sums"].items()}
             self.steps_in_epoch = int(position["steps_in_epoch"])
+            self.sums = {key: float(total) for key, total in position["sums"].items()}
+            # checkpoints of template 0.2 count no steps: each step reported every value then
+            counts = position.get("counts", dict.fromkeys(self.sums, self.steps_in_epoch))
+            self.counts = {key: int(count) for key, count in counts.items()}
         except Exception as error:
             shown = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
             raise CheckpointUnusable(f"{path} does not fit ({type(error).__name__}: {shown})") from error
         print(f"resumed from {path} at step {self.global_step} (epoch {self.epoch + 1})")
-
-
-def _shown(value: torch.Tensor) -> str:
-    return str(value.item()) if value.numel() == 1 else "non-finite"

@@ -51,7 +51,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from protocol.files import load_experiment_script, one_line, read_json
 from protocol.grid import SweepError, build_grid, check_text
 from protocol.lock import claiming, live_owner
-from protocol.naming import run_name
+from protocol.naming import hyperparameter_defaults, run_name
 from protocol.options import non_negative_int, positive_int
 from protocol.rundir import archive, config_differences, flag_state
 
@@ -158,6 +158,7 @@ def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Poin
     except FileNotFoundError as error:
         raise SweepError(str(error)) from None
     parser = train.build_parser()
+    defaults = hyperparameter_defaults(train.hyperparameters())
     points = []
     labels: dict[Path, str] = {}  # run directory -> the point that trains it
     for values in itertools.product(*grid.values()):
@@ -167,16 +168,16 @@ def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Poin
         for name in grid:
             if name not in vars(parsed):  # argparse took an abbreviation: say it in full
                 raise SweepError(f"--grid {name}: train.py has no option --{name} (write its full name)")
-        name = run_name(parsed, parser, train.HPARAMS)
+        name = run_name(parsed, defaults)
         # train.py runs from the project root, so a relative --results_dir is relative to it
         run_dir = PROJECT_ROOT / parsed.results_dir / name
         if run_dir in labels:
             raise SweepError(
-                f"{labels[run_dir]} and {label} are the same run, {name}: only train.py's HPARAMS "
-                "and the seed name a run (and --run_name has no place in a sweep)"
+                f"{labels[run_dir]} and {label} are the same run, {name}: only train.py's "
+                "hyperparameters() name a run (and --run_name has no place in a sweep)"
             )
         labels[run_dir] = label
-        hparams = {key: getattr(parsed, key) for key in train.HPARAMS}
+        hparams = {key: getattr(parsed, key) for key in defaults}
         points.append(Point(args=[*extra, *point_args], name=name, run_dir=run_dir, hparams=hparams))
     return points
 

@@ -107,4 +107,14 @@ def train(run: Run) -> dict[str, float]:
     seed_everything(args.seed)
     module = Gan(hidden_size=args.hidden_size, learning_rate=args.learning_rate)
     data = RingData(batch_size=args.batch_size, seed=args.seed, num_workers=args.num_workers)
-    return fit(run, module, data, main_metric="val_gap", mode="min")
+    return fit(
+        run,
+        module,
+        data,
+        main_metric="val_gap",
+        mode="min",
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        devices=1,
+        log_every_n_steps=args.log_every_n_steps,
+    )

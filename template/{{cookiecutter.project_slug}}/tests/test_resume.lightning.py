@@ -33,15 +33,17 @@ def launch_gan(results: Path, name: str) -> int:
         seed=0,
         num_workers=2,
         accelerator="cpu",
-        devices="1",
-        strategy="auto",
-        num_nodes=1,
-        precision="32-true",
-        compile=False,
         log_every_n_steps=50,
     )
-    hparams = ["learning_rate", "batch_size", "epochs", "hidden_size", "seed"]
-    return launch(Path("gan"), args, argparse.ArgumentParser(), hparams, gan_task.train)
+    return launch(Path("gan"), args, hyperparameters(args), gan_task.train)
+
+
+def hyperparameters(args: argparse.Namespace) -> argparse.ArgumentParser:
+    """What names the GAN's runs, as train.py's ``hyperparameters()`` would declare it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for name in ("learning_rate", "batch_size", "epochs", "hidden_size", "seed"):
+        parser.add_argument(f"--{name}", type=type(getattr(args, name)), default=getattr(args, name))
+    return parser
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

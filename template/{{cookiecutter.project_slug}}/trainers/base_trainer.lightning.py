@@ -1,9 +1,9 @@
 """What every Lightning task shares: the Trainer, set up with the run protocol.
 
 A task's ``train(run)`` builds its LightningModule and LightningDataModule and
-hands them to :func:`fit`, which adds atomic checkpoints (``best.ckpt`` by the
-task's main metric, ``last.ckpt`` every epoch and on a signal), exact resume,
-logging and the run's flags.
+hands them to :func:`fit` with the Trainer options it wants; :func:`fit` adds
+atomic checkpoints (``best.ckpt`` by the task's main metric, ``last.ckpt``
+every epoch and on a signal), exact resume, logging and the run's flags.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from protocol import Run
 from protocol.lightning import AtomicCheckpointIO, RunProtocol, check_resumable, epoch_metrics
-from utils.tracking import make_logger
+from protocol.tracking import make_logger
 
 # Lightning's start-up banners and product tips say nothing about the run
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
@@ -53,10 +53,22 @@ def accelerator_problem(name: str) -> str | None:
 
 
 def fit(
-    run: Run, module: pl.LightningModule, datamodule: pl.LightningDataModule, *, main_metric: str, mode: str
+    run: Run,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    *,
+    main_metric: str,
+    mode: str,
+    **trainer_options: Any,
 ) -> dict[str, float]:
-    """Train ``module`` on ``datamodule`` for ``--epochs``; return the final metrics."""
-    args = run.args
+    """Train ``module`` on ``datamodule`` under the run protocol; return the final metrics.
+
+    ``trainer_options`` go to ``pl.Trainer`` as they are (``max_epochs``,
+    ``devices``, ``gradient_clip_val``, ``accumulate_grad_batches``, more
+    ``callbacks``...): the task decides them. This adds only what the protocol
+    needs: atomic ``best.ckpt`` (by ``main_metric``) and ``last.ckpt``, exact
+    resume, the logger, stop signals and the run's flags.
+    """
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
@@ -73,26 +85,19 @@ def fit(
     resume_from = last_path if run.resuming and last_path.exists() else None
     if resume_from is not None:
         check_resumable(resume_from, module)
-    if args.compile:
-        module.compile()  # in place: checkpoints keep their usual parameter names
+    callbacks = [RunProtocol(run, main_metric), best, last, *trainer_options.pop("callbacks", [])]
     with quiet_lightning():
         plugins: list[Any] = [AtomicCheckpointIO()]
         if SLURMEnvironment.detect():
             plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the protocol's job
         trainer = pl.Trainer(
-            max_epochs=args.epochs,
-            accelerator=args.accelerator,
-            devices=int(args.devices) if args.devices.isdigit() else args.devices,
-            strategy=args.strategy,
-            num_nodes=args.num_nodes,
-            precision=args.precision,
             logger=make_logger(run.logs, run.name),
-            callbacks=[RunProtocol(run, main_metric), best, last],
+            callbacks=callbacks,
             plugins=plugins,
             default_root_dir=run.dir,
-            log_every_n_steps=args.log_every_n_steps,
             use_distributed_sampler=False,  # make_loader shards by rank itself, resumably
             enable_model_summary=False,
+            **trainer_options,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     metrics = epoch_metrics(trainer)

@@ -118,12 +118,28 @@ def train(run: Run) -> dict[str, float]:
     args = run.args
     seed_everything(args.seed)  # the same initial weights for the same seed
     module = build_module(args)
+    if args.compile:
+        module.compile()  # in place: checkpoints keep their usual parameter names
     datamodule = {{ cookiecutter.__task_class }}Data(
         batch_size=args.batch_size,
         seed=args.seed,
         num_workers=args.num_workers,
     )
-    return fit(run, module, datamodule, main_metric="val_acc", mode="max")
+    # pl.Trainer's options are the task's: add gradient_clip_val, accumulate_grad_batches, ... here
+    return fit(
+        run,
+        module,
+        datamodule,
+        main_metric="val_acc",
+        mode="max",
+        max_epochs=args.epochs,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        log_every_n_steps=args.log_every_n_steps,
+    )
 
 
 def evaluate_checkpoint(

@@ -74,8 +74,9 @@ def train(run: Run) -> dict[str, float]:
         saved,
         main_metric="val_acc",  # picks best.pt
         mode="max",
-        log_every_n_steps=args.log_every_n_steps,
+        log_every_n_steps=args.log_every_n_steps,  # also how often the loss is read from the device
         checkpoint_interval=args.checkpoint_interval,
+        steps_per_epoch=len(train_loader),  # the progress bar's length (shown on a terminal only)
     ) as state:
         while state.epoch < args.epochs:
             train_loader.sampler.set_epoch(state.epoch)  # each epoch its own order, the same on resume

@@ -1,1 +1,1 @@
-"""Code shared by every task: data, seeding, run directories."""
+"""Research code every task shares: data loading and caching, seeding."""

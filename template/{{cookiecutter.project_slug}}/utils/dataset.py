@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler, Subset, default_collate, random_split
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from protocol.files import atomic_write_bytes
-from utils.utils import PROJECT_ROOT, atomic_torch_save, seed_worker
+from protocol.checkpoint import atomic_torch_save
+from protocol.files import PROJECT_ROOT, atomic_write_bytes
+from utils.utils import seed_worker
 
 # torchdata 0.11 calls a torch function that torch 2.13 deprecates, once per process: not ours to fix
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)

@@ -34,14 +34,15 @@ from protocol.options import (
     seed,
 )
 
-# The hyperparameters that define a run: its directory is named after those that differ
-# from their defaults, plus the seed. Other options (devices, workers) never rename a run.
-HPARAMS = ["learning_rate", "batch_size", "epochs", "hidden_size", "depth", "dropout", "weight_decay", "seed"]
 
+def hyperparameters() -> argparse.ArgumentParser:
+    """The options that define a run, and only those: add yours here.
 
-def build_parser() -> argparse.ArgumentParser:
-    # allow_abbrev=False: --device must not quietly mean --devices, nor --lr --learning_rate
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter, allow_abbrev=False)
+    Each names the run's directory (when it differs from its default), is saved
+    in hparams.json, must match when the run is relaunched, and is what eval.py
+    rebuilds the model from. Every other option (devices, workers) never renames a run.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
     hparams = parser.add_argument_group("hyperparameters (they name the run)")
     hparams.add_argument("--learning_rate", type=positive_float, default=1e-3, help="AdamW step size")
     hparams.add_argument("--batch_size", type=positive_int, default=32, help="examples per step")
@@ -51,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     hparams.add_argument("--dropout", type=probability, default=0.1, help="dropout inside each block")
     hparams.add_argument("--weight_decay", type=non_negative_float, default=0.01, help="AdamW weight decay")
     hparams.add_argument("--seed", type=seed, default=0, help="seeds every RNG")
+    return parser
 
+
+def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: --device must not quietly mean --devices, nor --lr --learning_rate
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=HelpFormatter, allow_abbrev=False, parents=[hyperparameters()]
+    )
     how = parser.add_argument_group("how to run (does not change the run's name)")
     how.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, mps")
     how.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader worker processes")
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:  # said now, before a run directory exists, not as a failed run
         parser.error(problem)
     with base_trainer.distributed(args.device):  # joins the process group under torchrun; nothing otherwise
-        return launch(TASK_DIR, args, parser, HPARAMS, train)
+        return launch(TASK_DIR, args, hyperparameters(), train)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+"""Run protocol, rarely edited: how a run ends other than by finishing.
+
+The bottom of the project's imports: every other module may raise or catch
+these, and this one imports nothing of the project.
+"""
+
+
+class RunInterrupted(Exception):
+    """Raised by a training loop that saved a checkpoint and stopped because a signal asked it to."""
+
+
+class RunDiverged(Exception):
+    """Raised by a training loop whose loss stopped being a finite number."""
+
+
+class CheckpointUnusable(Exception):
+    """Raised when a run cannot resume from its ``last`` checkpoint: unreadable, or of another model."""
