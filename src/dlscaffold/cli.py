@@ -233,7 +233,7 @@ def _report_new(result: NewProject, here: bool) -> None:
     click.echo(
         "\nNext:\n"
         f"{cd}"
-        "  pip install -r requirements.txt\n"
+        "  pip install -r requirements.txt        # or: uv sync, then uv run ...\n"
         f"  python experiments/{task}/train.py --epochs 20\n"
         f"  python experiments/{task}/eval.py\n"
         "  pytest"

@@ -2,7 +2,8 @@
 
 Lightning owns the loop; :class:`RunProtocol` watches it. On SIGINT, SIGTERM or
 SIGUSR1 it saves ``last.ckpt`` at the next batch boundary (under DDP, at the end
-of the logging period, so that every rank stops at the same step) and stops. A
+of the logging period or of the epoch, so that every rank stops at the same
+step) and stops. A
 checkpoint holds what Lightning saves (weights, optimizers, schedulers, loops,
 the StatefulDataLoader's position) plus every RNG state, so a resumed run
 continues mid-epoch exactly where it stopped.
@@ -43,6 +44,7 @@ class RunProtocol(Callback):
         self.main_metric = main_metric
         self.restored_rng: dict[str, Any] | None = None
         self.pending = StepValues()  # each step's outputs, on the device until a logging period ends
+        self.batches = 0  # trained by this process, counting from its start: the same on every rank
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": get_rng_state()}  # taken when a checkpoint is written
@@ -68,9 +70,11 @@ class RunProtocol(Callback):
         if len(self.pending) and tuple(values) != self.pending.keys:
             self.check(trainer, module, False)  # the step reports other values from now on
         self.pending.add(trainer.global_step, values)
-        # no sync per step: read the values once a logging period; under DDP, where every rank
-        # must stop at the same step, agree on stopping only then too
-        period_ends = (batch_idx + 1) % trainer.log_every_n_steps == 0
+        # no sync per step: read the values once a logging period and at the epoch's last batch;
+        # under DDP, where every rank must stop at the same step, agree on stopping only then too
+        self.batches += 1
+        last_batch = batch_idx + 1 == trainer.num_training_batches
+        period_ends = self.batches % trainer.log_every_n_steps == 0 or last_batch
         stop = self.run.stop_requested
         if not period_ends and (trainer.world_size > 1 or not stop):
             return
