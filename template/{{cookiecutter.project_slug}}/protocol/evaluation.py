@@ -37,18 +37,25 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         description=description, formatter_class=HelpFormatter, allow_abbrev=False
     )
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--run_dir", type=Path, help="the run to evaluate; None: the latest finished one")
+    which.add_argument("--run_dir", type=Path, help="the run to evaluate (default: the latest finished one)")
     which.add_argument("--all", action="store_true", help="every finished run, summarised by seed group")
     parser.add_argument(
-        "--match", type=run_pattern, default="*", help="with --all: only runs whose name matches this glob"
+        "--match", type=run_pattern, help="with --all: only runs whose name matches this glob"
     )
-    parser.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    parser.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="which of the run's checkpoints"
+    )
 {%- if cookiecutter.framework == 'lightning' %}
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps", "tpu"], default="auto")
 {%- else %}
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, mps")
 {%- endif %}
-    parser.add_argument("--precision", choices=["32-true", "bf16-mixed", "16-mixed"], default="32-true")
+    parser.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed", "16-mixed"],
+        default="32-true",
+        help="of the forward pass",
+    )
     return parser
 
 
@@ -169,14 +176,17 @@ def write_summary(rows: list[dict[str, object]], path: Path) -> None:
 
 def main(task_dir: Path, evaluate: Evaluate, description: str | None, argv: list[str] | None = None) -> int:
     """eval.py's command line: evaluate the runs it names with ``evaluate``; the exit code."""
-    args = build_parser(description).parse_args(argv)
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    if args.match is not None and not args.all:
+        parser.error("--match picks among the runs of --all: add --all")
     results = task_dir / "results"
     if args.run_dir is not None:
         runs = [args.run_dir]
     else:
-        runs = finished_runs(results, args.match) if args.all else finished_runs(results)[-1:]
+        runs = finished_runs(results, args.match or "*") if args.all else finished_runs(results)[-1:]
     if not runs:
-        which = f"matching {args.match!r} " if args.all else ""
+        which = f"matching {args.match!r} " if args.match else ""
         print(f"no finished run {which}in {results}: train one first, or pass --run_dir", file=sys.stderr)
         return 1
     scores, failures = {}, 0

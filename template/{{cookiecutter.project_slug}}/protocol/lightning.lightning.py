@@ -66,9 +66,8 @@ class RunProtocol(Callback):
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         named = {"loss": outputs} if isinstance(outputs, torch.Tensor) else dict(outputs or {})
-        values = {key: value for key, value in named.items() if isinstance(value, torch.Tensor)}
-        if len(self.pending) and tuple(values) != self.pending.keys:
-            self.check(trainer, module, False)  # the step reports other values from now on
+        # the step's scalars (its losses); None (a skipped batch) and predictions are not checked
+        values = {key: value for key, value in named.items() if torch.is_tensor(value) and value.numel() == 1}
         self.pending.add(trainer.global_step, values)
         # no sync per step: read the values once a logging period and at the epoch's last batch;
         # under DDP, where every rank must stop at the same step, agree on stopping only then too
@@ -86,9 +85,12 @@ class RunProtocol(Callback):
             trainer.save_checkpoint(self.run.checkpoints / "last.ckpt", weights_only=False)  # all ranks
             raise RunInterrupted(f"at {where}")
 
-    def check(self, trainer: pl.Trainer, module: pl.LightningModule, stop: bool) -> bool:
+    def check(
+        self, trainer: pl.Trainer, module: pl.LightningModule, stop: bool, validation: str | None = None
+    ) -> bool:
         """Read the pending steps' values (one sync): fail if one is not finite, on every rank.
 
+        ``validation`` says what went bad in the epoch's validation, if anything did.
         Returns whether any rank was asked to stop.
         """
         diverged = None
@@ -96,6 +98,7 @@ class RunProtocol(Callback):
             bad = [f"{key} became {value}" for key, value in values.items() if not math.isfinite(value)]
             if bad and diverged is None:
                 diverged = f"{', '.join(bad)} at step {step} (epoch {trainer.current_epoch + 1})"
+        diverged = diverged or validation
         if trainer.world_size > 1:  # every rank acts at the same step, or none does
             flags = torch.tensor([float(stop), float(diverged is not None)], device=module.device)
             stop, any_diverged = (
@@ -108,7 +111,14 @@ class RunProtocol(Callback):
         return stop
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.check(trainer, module, False)  # before this epoch's checkpoints are written
+        # before this epoch's checkpoints are written: they would keep weights gone bad
+        bad = [
+            f"{key} became {value}"
+            for key, value in epoch_metrics(trainer).items()
+            if (key == self.main_metric or "loss" in key) and not math.isfinite(value)
+        ]
+        where = f"after epoch {trainer.current_epoch + 1}"
+        self.check(trainer, module, False, f"{', '.join(bad)} {where}" if bad else None)
         if trainer.is_global_zero:
             metrics = epoch_metrics(trainer)
             self.run.record_progress(

@@ -17,7 +17,12 @@ def hyperparameter_defaults(hyperparameters: argparse.ArgumentParser) -> dict[st
     must match on a relaunch; read from the parser itself, so an option added
     there is all three at once.
     """
-    return vars(hyperparameters.parse_args([]))
+    try:
+        return vars(hyperparameters.parse_args([]))
+    except SystemExit:  # argparse said which option has no default
+        raise SystemExit(
+            "every option of hyperparameters() needs a default: a run is named after those that differ"
+        ) from None
 
 
 def run_name(args: argparse.Namespace, defaults: dict[str, Any]) -> str:

@@ -75,7 +75,7 @@ def device_name(text: str) -> str:
     """``auto``, or a device as torch names it: ``cpu``, ``cuda``, ``cuda:1``, ``mps``."""
     kind, _, index = text.partition(":")
     digits = index.isascii() and index.isdigit()  # "١" is a digit to Python, not to torch
-    if text == "auto" or (kind in ("cpu", "cuda", "mps", "xpu") and (not index or digits)):
+    if text == "auto" or (kind in ("cpu", "cuda", "mps") and (not index or digits)):
         return text
     raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
 

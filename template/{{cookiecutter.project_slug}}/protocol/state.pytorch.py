@@ -74,9 +74,8 @@ class TrainState:
         self.sums: dict[str, float] = {}  # this epoch's step values read so far, summed
         self.counts: dict[str, int] = {}  # and how many steps reported each
         self.steps_in_epoch = 0
-        self.pending = StepValues()  # the steps' values not read yet, on their device
         self.diverged: str | None = None  # where a value first stopped being finite
-        self.last_values: dict[str, float] = {}  # the newest step's values read
+        self.latest: dict[str, float] = {}  # each value's newest reading, for logs and the bar
         self.steps_per_epoch = steps_per_epoch  # the progress bar's length, if known
         self.bar: tqdm | None = None
         self.show_progress = is_rank_zero() and sys.stderr.isatty()  # a terminal, not a log file
@@ -87,6 +86,7 @@ class TrainState:
         modules = [item for item in saved.values() if isinstance(item, nn.Module)]
         parameters = [parameter for module in modules for parameter in module.parameters()]
         self.device = parameters[0].device if parameters else torch.device("cpu")
+        self.pending = StepValues(self.device)  # the steps' values not read yet, on the device
 
     def __enter__(self) -> TrainState:
         if self.run.resuming:
@@ -113,8 +113,6 @@ class TrainState:
         """
         self.global_step += 1
         self.steps_in_epoch += 1
-        if len(self.pending) and tuple(values) != self.pending.keys:
-            self._read()  # the loop reports other values from now on
         self.pending.add(self.global_step, values)
         if self.bar is None and self.show_progress:
             self.bar = tqdm(
@@ -136,15 +134,20 @@ class TrainState:
         if diverged:
             raise RunDiverged(self.diverged or f"another rank diverged by step {self.global_step}")
         if period_ends and self.tracker is not None:
-            self.tracker.log(
-                {f"train_{key}": value for key, value in self.last_values.items()}, self.global_step
-            )
+            self.tracker.log({f"train_{key}": value for key, value in self.latest.items()}, self.global_step)
         if stop:
             self.save_and_stop(f"at step {self.global_step} (epoch {self.epoch + 1})")
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         """Close the epoch with its validation ``metrics``: progress, logs, checkpoints."""
         self._read()
+        bad = [
+            f"{key} became {value}"
+            for key, value in metrics.items()
+            if _gone_bad(key, value, self.main_metric)
+        ]
+        if bad and self.diverged is None:  # the weights went bad in the epoch's last steps
+            self.diverged = f"{', '.join(bad)} in the validation after epoch {self.epoch + 1}"
         stop, diverged = self.agree(self.run.stop_requested, self.diverged is not None)
         if diverged:
             raise RunDiverged(self.diverged or f"another rank diverged in epoch {self.epoch + 1}")
@@ -173,11 +176,9 @@ class TrainState:
             bad = [f"{key} became {value}" for key, value in values.items() if not math.isfinite(value)]
             if bad and self.diverged is None:
                 self.diverged = f"{', '.join(bad)} at step {step} (epoch {self.epoch + 1})"
-            self.last_values = values
-        if self.bar is not None and self.last_values:
-            self.bar.set_postfix(
-                {key: f"{value:.4g}" for key, value in self.last_values.items()}, refresh=False
-            )
+            self.latest.update(values)
+        if self.bar is not None and self.latest:
+            self.bar.set_postfix({key: f"{value:.4g}" for key, value in self.latest.items()}, refresh=False)
 
     def _close_bar(self) -> None:
         if self.bar is not None:
@@ -279,4 +280,10 @@ class TrainState:
         except Exception as error:
             shown = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
             raise CheckpointUnusable(f"{path} does not fit ({type(error).__name__}: {shown})") from error
-        print(f"resumed from {path} at step {self.global_step} (epoch {self.epoch + 1})")
+        if is_rank_zero():
+            print(f"resumed from {path} at step {self.global_step} (epoch {self.epoch + 1})")
+
+
+def _gone_bad(key: str, value: float, main_metric: str) -> bool:
+    """A validation value that says the weights went bad: a loss, or the main metric, not finite."""
+    return (key == main_metric or "loss" in key) and not math.isfinite(value)

@@ -10,40 +10,48 @@ is reported at the step where it appeared.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
 class StepValues:
-    """The scalar values of the steps since the last :meth:`read`."""
+    """The scalar values of the steps since the last :meth:`read`; each step may report other names."""
 
-    def __init__(self) -> None:
-        self.keys: tuple[str, ...] = ()
-        self.steps: list[int] = []
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device  # where the values wait: the model's, or the first tensor's
+        self.steps: list[tuple[int, tuple[str, ...]]] = []
         self.rows: list[torch.Tensor] = []
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, step: int, values: dict[str, torch.Tensor | float]) -> None:
-        """Keep ``values`` (0-dim tensors, or numbers) for ``step``: one small op on the device, no sync.
-
-        The values of the steps between two reads have the same names: read first
-        when a loop changes what it reports.
-        """
-        keys = tuple(values)
-        if self.rows and keys != self.keys:
-            raise ValueError(f"read the values of {self.keys} before adding others ({keys})")
-        self.keys = keys
-        tensors = [torch.as_tensor(value).detach().float() for value in values.values()]
-        device = tensors[0].device if tensors else torch.device("cpu")
-        self.rows.append(torch.stack([tensor.to(device).reshape(()) for tensor in tensors]))
-        self.steps.append(step)
+    def add(self, step: int, values: dict[str, Any]) -> None:
+        """Keep ``values`` (0-dim tensors, or numbers) for ``step``: one small op on the device, no sync."""
+        if not values:
+            return
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                raise TypeError(f"step values are scalars; {name} has shape {tuple(value.shape)}")
+            if not isinstance(value, (torch.Tensor, int, float)):
+                raise TypeError(f"step values are tensors or numbers; {name} is {type(value).__name__}")
+            if self.device is None and isinstance(value, torch.Tensor):
+                self.device = value.device
+        device = self.device or torch.device("cpu")
+        row = [
+            torch.as_tensor(value, device=device).detach().reshape(()).float() for value in values.values()
+        ]
+        self.rows.append(torch.stack(row))
+        self.steps.append((step, tuple(values)))
 
     def read(self) -> list[tuple[int, dict[str, float]]]:
         """Every kept step with its values, oldest first, in one transfer (one sync); then forget them."""
         if not self.rows:
             return []
-        table = torch.stack(self.rows).tolist()  # the one read of the logging period
-        rows = [(step, dict(zip(self.keys, row))) for step, row in zip(self.steps, table)]
+        flat = torch.cat(self.rows).tolist()  # the one read of the logging period
+        rows, start = [], 0
+        for step, names in self.steps:
+            rows.append((step, dict(zip(names, flat[start : start + len(names)]))))
+            start += len(names)
         self.steps, self.rows = [], []
         return rows

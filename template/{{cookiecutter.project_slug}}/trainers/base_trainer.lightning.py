@@ -8,6 +8,7 @@ every epoch and on a signal), exact resume, logging and the run's flags.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import warnings
@@ -39,6 +40,25 @@ def quiet_lightning() -> Iterator[None]:
         for message in EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         yield
+
+
+def trainer_problem(args: argparse.Namespace) -> str | None:
+    """Why train.py's accelerator, devices, strategy and precision make no pl.Trainer here, if not.
+
+    Said before a run directory exists: a typo in how to run is not a failed run.
+    """
+    problem = accelerator_problem(args.accelerator)
+    if problem:
+        return problem
+    options = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+    try:
+        with quiet_lightning():
+            pl.Trainer(
+                **{name: getattr(args, name) for name in options}, logger=False, enable_checkpointing=False
+            )
+    except Exception as error:  # Lightning's MisconfigurationException, ValueError, ...
+        return f"cannot train with these options: {error}"
+    return None
 
 
 def accelerator_problem(name: str) -> str | None:

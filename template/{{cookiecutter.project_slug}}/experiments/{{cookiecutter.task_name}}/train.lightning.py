@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument("--num_workers", type=non_negative_int, default=0, help="DataLoader worker processes")
     how.add_argument(
-        "--log_every_n_steps", type=positive_int, default=50, help="training-metric logging period"
+        "--log_every_n_steps",
+        type=positive_int,
+        default=50,
+        help="steps between reads of the training metrics from the device: logged, checked for NaN "
+        "and, under DDP, when a stop signal takes effect",
     )
     add_run_arguments(parser, TASK_DIR)
     return parser
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainers import base_trainer
     from trainers.{{ cookiecutter.task_name }}_trainer import train
 
-    problem = base_trainer.accelerator_problem(args.accelerator)
+    problem = base_trainer.trainer_problem(args)
     if problem:  # said now, before a run directory exists, not as a failed run
         parser.error(problem)
     return launch(TASK_DIR, args, hyperparameters(), train)

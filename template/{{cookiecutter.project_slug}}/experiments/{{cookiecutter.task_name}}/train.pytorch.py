@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true", help="torch.compile the model (slow start, fast steps)"
     )
     how.add_argument(
-        "--log_every_n_steps", type=positive_int, default=50, help="training-metric logging period"
+        "--log_every_n_steps",
+        type=positive_int,
+        default=50,
+        help="steps between reads of the training metrics from the device: logged, checked for NaN "
+        "and, under DDP, when a stop signal takes effect",
     )
     how.add_argument(
         "--checkpoint_interval",
