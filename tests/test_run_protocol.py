@@ -329,6 +329,8 @@ def test_the_same_run_name_with_other_values_is_refused_with_the_differences(pro
 
 
 def test_an_added_hyperparameter_names_records_and_guards_the_run(project: Project, tmp_path: Path) -> None:
+    if project.framework == "lightning":
+        pytest.skip("train.py's hyperparameters() reach the protocol the same way in both flavours")
     root = tmp_path / "copy"
     shutil.copytree(project.root, root, ignore=shutil.ignore_patterns("results"))
     train = root / "experiments" / "task1" / "train.py"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -229,7 +228,9 @@ def _report_new(result: NewProject, here: bool) -> None:
         click.echo(printable(f"warning: no git repository: {result.git_problem}"), err=True)
     task = answers["task_name"]
     root = str(result.root)
-    cd = "" if here or printable(root) != root else f"  cd {shlex.quote(root)}\n"
+    from shlex import quote  # here, not at the top: every command but new starts without it
+
+    cd = "" if here or printable(root) != root else f"  cd {quote(root)}\n"
     click.echo(
         "\nNext:\n"
         f"{cd}"
