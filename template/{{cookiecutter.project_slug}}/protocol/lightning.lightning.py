@@ -24,7 +24,7 @@ from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
 from protocol.cluster import install_stop_handlers
 from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
-from protocol.steps import StepValues
+from protocol.steps import StepValues, gone_bad
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -112,11 +112,7 @@ class RunProtocol(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # before this epoch's checkpoints are written: they would keep weights gone bad
-        bad = [
-            f"{key} became {value}"
-            for key, value in epoch_metrics(trainer).items()
-            if (key == self.main_metric or "loss" in key) and not math.isfinite(value)
-        ]
+        bad = gone_bad(epoch_metrics(trainer), self.main_metric)
         where = f"after epoch {trainer.current_epoch + 1}"
         self.check(trainer, module, False, f"{', '.join(bad)} {where}" if bad else None)
         if trainer.is_global_zero:

@@ -41,7 +41,7 @@ from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
 from protocol.cluster import is_rank_zero
 from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
-from protocol.steps import StepValues
+from protocol.steps import StepValues, gone_bad
 from protocol.tracking import Tracker
 
 
@@ -141,11 +141,7 @@ class TrainState:
     def end_epoch(self, metrics: dict[str, float]) -> None:
         """Close the epoch with its validation ``metrics``: progress, logs, checkpoints."""
         self._read()
-        bad = [
-            f"{key} became {value}"
-            for key, value in metrics.items()
-            if _gone_bad(key, value, self.main_metric)
-        ]
+        bad = gone_bad(metrics, self.main_metric)
         if bad and self.diverged is None:  # the weights went bad in the epoch's last steps
             self.diverged = f"{', '.join(bad)} in the validation after epoch {self.epoch + 1}"
         stop, diverged = self.agree(self.run.stop_requested, self.diverged is not None)
@@ -282,8 +278,3 @@ class TrainState:
             raise CheckpointUnusable(f"{path} does not fit ({type(error).__name__}: {shown})") from error
         if is_rank_zero():
             print(f"resumed from {path} at step {self.global_step} (epoch {self.epoch + 1})")
-
-
-def _gone_bad(key: str, value: float, main_metric: str) -> bool:
-    """A validation value that says the weights went bad: a loss, or the main metric, not finite."""
-    return (key == main_metric or "loss" in key) and not math.isfinite(value)

@@ -10,9 +10,19 @@ is reported at the step where it appeared.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+
+
+def gone_bad(metrics: dict[str, float], main_metric: str) -> list[str]:
+    """What in an epoch's metrics says the weights went bad: a loss, or the main metric, not finite."""
+    return [
+        f"{key} became {value}"
+        for key, value in metrics.items()
+        if (key == main_metric or "loss" in key) and not math.isfinite(value)
+    ]
 
 
 class StepValues:
