@@ -11,7 +11,6 @@ continues mid-epoch exactly where it stopped.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
 from protocol.cluster import install_stop_handlers
 from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
-from protocol.steps import StepValues, gone_bad
+from protocol.steps import StepValues, gone_bad, non_finite
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -95,7 +94,7 @@ class RunProtocol(Callback):
         """
         diverged = None
         for step, values in self.pending.read():
-            bad = [f"{key} became {value}" for key, value in values.items() if not math.isfinite(value)]
+            bad = non_finite(values)
             if bad and diverged is None:
                 diverged = f"{', '.join(bad)} at step {step} (epoch {trainer.current_epoch + 1})"
         diverged = diverged or validation
@@ -112,11 +111,11 @@ class RunProtocol(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # before this epoch's checkpoints are written: they would keep weights gone bad
-        bad = gone_bad(epoch_metrics(trainer), self.main_metric)
+        metrics = epoch_metrics(trainer)
+        bad = gone_bad(metrics, self.main_metric)
         where = f"after epoch {trainer.current_epoch + 1}"
         self.check(trainer, module, False, f"{', '.join(bad)} {where}" if bad else None)
         if trainer.is_global_zero:
-            metrics = epoch_metrics(trainer)
             self.run.record_progress(
                 trainer.current_epoch + 1, trainer.global_step, metrics, self.main_metric
             )

@@ -41,7 +41,7 @@ from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
 from protocol.cluster import is_rank_zero
 from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
-from protocol.steps import StepValues, gone_bad
+from protocol.steps import StepValues, gone_bad, non_finite
 from protocol.tracking import Tracker
 
 
@@ -169,7 +169,7 @@ class TrainState:
             for key, value in values.items():
                 self.sums[key] = self.sums.get(key, 0.0) + value
                 self.counts[key] = self.counts.get(key, 0) + 1
-            bad = [f"{key} became {value}" for key, value in values.items() if not math.isfinite(value)]
+            bad = non_finite(values)
             if bad and self.diverged is None:
                 self.diverged = f"{', '.join(bad)} at step {step} (epoch {self.epoch + 1})"
             self.latest.update(values)

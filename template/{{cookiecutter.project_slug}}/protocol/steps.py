@@ -16,13 +16,14 @@ from typing import Any
 import torch
 
 
+def non_finite(values: dict[str, float]) -> list[str]:
+    """``key became nan`` (or ``inf``) for each value that is not a finite number."""
+    return [f"{key} became {value}" for key, value in values.items() if not math.isfinite(value)]
+
+
 def gone_bad(metrics: dict[str, float], main_metric: str) -> list[str]:
     """What in an epoch's metrics says the weights went bad: a loss, or the main metric, not finite."""
-    return [
-        f"{key} became {value}"
-        for key, value in metrics.items()
-        if (key == main_metric or "loss" in key) and not math.isfinite(value)
-    ]
+    return non_finite({key: value for key, value in metrics.items() if key == main_metric or "loss" in key})
 
 
 class StepValues:
@@ -32,9 +33,6 @@ class StepValues:
         self.device = device  # where the values wait: the model's, or the first tensor's
         self.steps: list[tuple[int, tuple[str, ...]]] = []
         self.rows: list[torch.Tensor] = []
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def add(self, step: int, values: dict[str, Any]) -> None:
         """Keep ``values`` (0-dim tensors, or numbers) for ``step``: one small op on the device, no sync."""
