@@ -1,16 +1,18 @@
 """Run protocol, rarely edited: Lightning callbacks for signals, divergence, exact resume.
 
 Lightning owns the loop; :class:`RunProtocol` watches it. On SIGINT, SIGTERM or
-SIGUSR1 it saves ``last.ckpt`` at the next batch boundary (under DDP, at the end
-of the logging period or of the epoch, so that every rank stops at the same
-step) and stops. A
-checkpoint holds what Lightning saves (weights, optimizers, schedulers, loops,
-the StatefulDataLoader's position) plus every RNG state, so a resumed run
-continues mid-epoch exactly where it stopped.
+SIGUSR1 it saves ``last.ckpt`` at the next batch boundary and stops: under DDP
+at the end of the logging period or of the epoch, so that every rank stops at
+the same step; with ``accumulate_grad_batches``, at an optimizer step, since a
+checkpoint holds no gradients. A checkpoint holds what Lightning saves
+(weights, optimizers, schedulers, loops, the StatefulDataLoader's position)
+plus every RNG state, so a resumed run continues mid-epoch exactly where it
+stopped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,14 @@ class RunProtocol(Callback):
             where = f"step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
             print(f"resumed from {trainer.ckpt_path} at {where}")
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Lightning gives the epoch to a loader's sampler only, and a ShardStream has none:
+        # tell each train loader itself, before this epoch's iterator starts its workers
+        for loader in flatten(trainer.train_dataloader):
+            set_epoch = getattr(loader, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(trainer.current_epoch)
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -73,7 +83,9 @@ class RunProtocol(Callback):
         self.batches += 1
         last_batch = batch_idx + 1 == trainer.num_training_batches
         period_ends = self.batches % trainer.log_every_n_steps == 0 or last_batch
-        stop = self.run.stop_requested
+        # between two optimizer steps, a checkpoint would lose the gradients accumulated so far
+        optimizer_stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or last_batch
+        stop = self.run.stop_requested and optimizer_stepped
         if not period_ends and (trainer.world_size > 1 or not stop):
             return
         stop = self.check(trainer, module, stop)
@@ -150,6 +162,15 @@ def epoch_to_train(trainer: pl.Trainer) -> int:
     mid-epoch and for one resumed at an epoch's end.
     """
     return trainer.fit_loop.epoch_progress.current.processed
+
+
+def flatten(loaders: Any) -> list[Any]:
+    """The loaders in what ``train_dataloader()`` returned: one, or a list or dict of them."""
+    if isinstance(loaders, Mapping):
+        return [loader for value in loaders.values() for loader in flatten(value)]
+    if isinstance(loaders, (list, tuple)):
+        return [loader for value in loaders for loader in flatten(value)]
+    return [loaders]
 
 
 def epoch_metrics(trainer: pl.Trainer) -> dict[str, float]:

@@ -6,7 +6,7 @@ two points and lets it save and restore everything else::
     saved = {"model": model, "optimizer": optimizer, "loader": train_loader}
     with TrainState(run, saved, main_metric="val_acc", mode="max") as state:  # resumes here
         while state.epoch < epochs:
-            train_loader.sampler.set_epoch(state.epoch)
+            train_loader.set_epoch(state.epoch)
             for batch in train_loader:
                 ...  # forward, backward, optimizer step: your code
                 state.step(loss=loss)  # a signal: checkpoint and stop; a NaN: fail
@@ -23,6 +23,12 @@ itself, not its DistributedDataParallel or compiled wrapper.
 and are read once every ``log_every_n_steps`` steps (and at each epoch's end),
 one sync per logging period. A signal stops the loop at the next step; under
 DDP, where every rank must stop at the same step, at the next logging period.
+
+With gradient accumulation call ``state.step`` once per optimizer step, after
+``optimizer.step()``: a checkpoint holds no gradients, so one taken between
+optimizer steps would lose those accumulated so far. Called per micro-batch
+instead, ``state.step`` notices (no registered optimizer stepped since its last
+call, and gradients are waiting) and holds a stop until the next optimizer step.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -87,6 +94,16 @@ class TrainState:
         parameters = [parameter for module in modules for parameter in module.parameters()]
         self.device = parameters[0].device if parameters else torch.device("cpu")
         self.pending = StepValues(self.device)  # the steps' values not read yet, on the device
+        self.optimizers = [item for item in saved.values() if isinstance(item, torch.optim.Optimizer)]
+        # optimizer steps, counted by a hook: how gradient accumulation is noticed. A counter of
+        # its own, not a method of this object: the optimizers would keep the state (and the
+        # loader's worker processes) alive after training otherwise
+        self.optimizer_steps = StepCounter()
+        self.hooks = [
+            optimizer.register_step_post_hook(self.optimizer_steps) for optimizer in self.optimizers
+        ]
+        self.optimizer_steps_seen = 0  # at the previous state.step()
+        self.accumulating = False  # gradients waited for an optimizer step at the last state.step()
 
     def __enter__(self) -> TrainState:
         if self.run.resuming:
@@ -99,6 +116,8 @@ class TrainState:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self._close_bar()
+        for hook in self.hooks:
+            hook.remove()
         if kind is None:
             self.save()  # the end of training: last.pt holds the final weights
         if self.tracker is not None:
@@ -126,7 +145,9 @@ class TrainState:
         if self.bar is not None:
             self.bar.update()
         period_ends = self.global_step % self.log_every_n_steps == 0
-        stop = self.run.stop_requested
+        # a checkpoint between optimizer steps would drop the gradients accumulated so far
+        self.accumulating = self._accumulating()
+        stop = self.run.stop_requested and not self.accumulating
         if not period_ends and (self.distributed or not stop):
             return  # under DDP, ranks agree on stopping only at the end of a logging period
         self._read()
@@ -140,6 +161,12 @@ class TrainState:
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
         """Close the epoch with its validation ``metrics``: progress, logs, checkpoints."""
+        if self.accumulating:  # as the epoch's last state.step() found
+            warnings.warn(
+                "the epoch ended between optimizer steps: its checkpoint leaves out the gradients "
+                "accumulated since the last one (step the optimizer on the epoch's last batch)",
+                stacklevel=2,
+            )
         self._read()
         bad = gone_bad(metrics, self.main_metric)
         if bad and self.diverged is None:  # the weights went bad in the epoch's last steps
@@ -162,6 +189,20 @@ class TrainState:
         return {**self.metrics, f"best_{self.main_metric}": best}
 
     # ------------------------------------------------------------ protocol -----
+
+    def _accumulating(self) -> bool:
+        """Whether gradients wait for an optimizer step: no registered optimizer stepped since
+        the previous state.step(), and some parameter holds a gradient."""
+        stepped = self.optimizer_steps.count != self.optimizer_steps_seen
+        self.optimizer_steps_seen = self.optimizer_steps.count
+        if stepped or not self.optimizers:
+            return False
+        return any(
+            parameter.grad is not None
+            for optimizer in self.optimizers
+            for group in optimizer.param_groups
+            for parameter in group["params"]
+        )
 
     def _read(self) -> None:
         """Read the pending steps' values (one sync): the epoch's sums, the bar, the first NaN."""
@@ -278,3 +319,13 @@ class TrainState:
             raise CheckpointUnusable(f"{path} does not fit ({type(error).__name__}: {shown})") from error
         if is_rank_zero():
             print(f"resumed from {path} at step {self.global_step} (epoch {self.epoch + 1})")
+
+
+class StepCounter:
+    """An optimizer step hook that counts the steps."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.count += 1

@@ -1,7 +1,7 @@
 """A two-optimizer task (a small GAN), written as ``trainers/<task>_trainer.py`` would be.
 
 It shows the plain flavour's loop with two models, two optimizers, an LR
-scheduler and an ordinary per-sample Dataset read by worker processes, all
+scheduler and a per-sample Dataset with augmentation read by worker processes, all
 restored exactly by :class:`TrainState`. The tests train, interrupt and resume
 it; copy it over a task's trainer to start a GAN of your own.
 """
@@ -13,26 +13,34 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from protocol import Run
 from protocol.state import TrainState
 from trainers.base_trainer import select_device, to_device
-from utils.dataset import make_loader
+from utils.dataset import EpochDataset, make_loader, sample_generator
 from utils.utils import seed_everything
 
 LATENT = 4
 
 
-class Ring(Dataset):
-    """Points near eight spots on the unit circle: an ordinary Dataset, one sample per index."""
+class Ring(EpochDataset):
+    """Points near eight spots on the unit circle, with noise drawn afresh each epoch (augmentation).
+
+    An EpochDataset: the loader asks for ``dataset[epoch, index]``, so worker
+    processes know the epoch, and the noise comes from a generator seeded by
+    (seed, epoch, index): a resumed run draws exactly what it drew before.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
 
     def __len__(self) -> int:
         return 512
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        epoch, index = key
         angle = 2 * math.pi * (index % 8) / 8
-        noise = torch.randn(2, generator=torch.Generator().manual_seed(index))  # the same in any worker
+        noise = torch.randn(2, generator=sample_generator(self.seed, epoch, index))
         return torch.tensor([math.cos(angle), math.sin(angle)]) + 0.05 * noise
 
 
@@ -56,7 +64,9 @@ def train(run: Run) -> dict[str, float]:
     opt_g = torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, betas=(0.5, 0.999))
     schedule_g = torch.optim.lr_scheduler.StepLR(opt_g, step_size=20, gamma=0.8)
-    loader = make_loader(Ring(), args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers)
+    loader = make_loader(
+        Ring(args.seed), args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers
+    )
 
     saved = {
         "generator": generator,
@@ -68,7 +78,7 @@ def train(run: Run) -> dict[str, float]:
     }
     with TrainState(run, saved, main_metric="val_gap", mode="min", checkpoint_interval=0) as state:
         while state.epoch < args.epochs:
-            loader.sampler.set_epoch(state.epoch)
+            loader.set_epoch(state.epoch)
             for real in loader:
                 real = to_device(real, device)
                 fake = generator(torch.randn(len(real), LATENT, device=device))

@@ -1,11 +1,16 @@
-"""The shared data pipeline: ordinary Datasets, batched in-memory data, exact mid-epoch resume."""
+"""The shared data pipeline: ordinary Datasets, augmentation in workers, sharded streams, exact resume."""
 
 from __future__ import annotations
 
+import json
+import socket
+from pathlib import Path
+
+import pytest
 import torch
 from torch.utils.data import Dataset
 
-from utils.dataset import TensorSamples, make_loader
+from utils.dataset import EpochDataset, ShardStream, TensorSamples, make_loader, sample_generator
 
 
 class Squares(Dataset):
@@ -19,7 +24,7 @@ class Squares(Dataset):
 
 
 def batches(loader, epoch: int, stop_after: int | None = None) -> list[list[int]]:
-    loader.sampler.set_epoch(epoch)
+    loader.set_epoch(epoch)
     seen = []
     for _, indices in loader:
         seen.append(indices.tolist())
@@ -69,3 +74,148 @@ def test_ranks_read_disjoint_shards() -> None:
     ]
     assert not shards[0] & shards[1]
     assert shards[0] | shards[1] == set(range(90))
+
+
+class Jittered(EpochDataset):
+    """Augmentation: each sample moved by noise drawn for its (seed, epoch, index)."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        noise = torch.randn(2, generator=sample_generator(7, epoch, index))
+        return torch.tensor([float(index), 0.0]) + noise, index
+
+
+def samples(loader, epoch: int, stop_after: int | None = None) -> dict[int, torch.Tensor]:
+    """The sample each index got in (part of) an epoch."""
+    loader.set_epoch(epoch)
+    seen = {}
+    for count, (points, indices) in enumerate(loader, 1):
+        seen.update(zip(indices.tolist(), points))
+        if count == stop_after:
+            break
+    return seen
+
+
+def test_augmentation_drawn_in_two_workers_changes_each_epoch_and_resumes_exactly() -> None:
+    def loader():
+        return make_loader(Jittered(), batch_size=8, shuffle=True, seed=3, num_workers=2)
+
+    uninterrupted = loader()
+    expected = [samples(uninterrupted, epoch) for epoch in range(3)]
+    assert all(not torch.equal(expected[0][i], expected[1][i]) for i in range(64))  # workers saw the epoch
+
+    stopped = loader()
+    first = samples(stopped, 0)
+    partial = samples(stopped, 1, stop_after=3)
+    state = stopped.state_dict()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    got = [first, {**partial, **samples(resumed, 1)}, samples(resumed, 2)]
+    for epoch in range(3):
+        assert got[epoch].keys() == expected[epoch].keys()
+        assert all(torch.equal(got[epoch][i], expected[epoch][i]) for i in expected[epoch])
+
+
+def write_shards(directory: Path, shards: int, per_shard: int) -> list[Path]:
+    """Shards of JSON lines, each sample an id: ``shards * per_shard`` samples in all."""
+    paths = []
+    for shard in range(shards):
+        path = directory / f"shard-{shard:04d}.jsonl"
+        lines = (json.dumps({"id": shard * per_shard + i}) for i in range(per_shard))
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths
+
+
+def read_ids(path: Path) -> list[int]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def stream_ids(loader, epoch: int, stop_after: int | None = None) -> list[list[int]]:
+    loader.set_epoch(epoch)
+    seen = []
+    for ids in loader:
+        seen.append(ids.tolist())
+        if len(seen) == stop_after:
+            break
+    return seen
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("stop_after", [5, None], ids=["mid-epoch", "at-epoch-end"])
+def test_a_sharded_stream_resumes_on_the_next_sample(
+    tmp_path: Path, num_workers: int, stop_after: int | None
+) -> None:
+    shards = write_shards(tmp_path, shards=8, per_shard=10)
+
+    def loader():
+        stream = ShardStream(shards, read_ids, samples_per_shard=10, seed=0)
+        return make_loader(stream, batch_size=4, shuffle=True, seed=0, num_workers=num_workers)
+
+    uninterrupted = loader()
+    expected = [stream_ids(uninterrupted, epoch) for epoch in range(3)]
+    for epoch in expected:  # every sample exactly once an epoch
+        assert sorted(i for batch in epoch for i in batch) == list(range(80))
+    assert expected[0] != expected[1]
+
+    stopped = loader()
+    first = stream_ids(stopped, 0)
+    partial = stream_ids(stopped, 1, stop_after) if stop_after else []
+    state = stopped.state_dict()  # what a checkpoint holds
+    resumed = loader()
+    resumed.load_state_dict(state)
+    if stop_after:
+        assert [first, partial + stream_ids(resumed, 1), stream_ids(resumed, 2)] == expected
+    else:  # stopped after epoch 0's last batch
+        assert [first, stream_ids(resumed, 1), stream_ids(resumed, 2)] == expected
+
+
+def read_share(rank: int, shards: list[Path], address: str, out: Path) -> None:
+    """One of two DDP processes: read this rank's share of the stream, gather both on rank 0."""
+    torch.distributed.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
+    stream = ShardStream(shards, read_ids, samples_per_shard=5, seed=0)
+    world = torch.distributed.get_world_size()
+    loader = make_loader(stream, 5, shuffle=True, seed=0, num_workers=2, rank=rank, world_size=world)
+    shares: list[list[int] | None] = [None] * world
+    torch.distributed.all_gather_object(shares, [i for batch in stream_ids(loader, 0) for i in batch])
+    if rank == 0:
+        out.write_text(json.dumps(shares))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ddp_processes_and_their_workers_read_disjoint_shares_of_a_stream(tmp_path: Path) -> None:
+    shards = write_shards(tmp_path, shards=8, per_shard=5)
+    with socket.socket() as free:  # a port for the two processes to meet on
+        free.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{free.getsockname()[1]}"
+    torch.multiprocessing.spawn(read_share, args=(shards, address, tmp_path / "shares.json"), nprocs=2)
+    first, second = json.loads((tmp_path / "shares.json").read_text())
+    assert len(first) == len(second) == 20  # the same number of steps on each rank
+    assert not set(first) & set(second)
+    assert set(first) | set(second) == set(range(40))
+
+
+def test_shards_that_ranks_cannot_share_evenly_are_refused(tmp_path: Path) -> None:
+    shards = write_shards(tmp_path, shards=3, per_shard=5)
+    stream = ShardStream(shards, read_ids, samples_per_shard=5, seed=0)
+    with pytest.raises(ValueError, match="3 shards cannot be dealt out evenly to 2 ranks"):
+        make_loader(stream, 5, shuffle=True, seed=0, rank=0, world_size=2)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_stream_loader_knows_how_many_batches_its_workers_yield(tmp_path: Path, num_workers: int) -> None:
+    shards = write_shards(tmp_path, shards=5, per_shard=3)  # 2 workers: 9 and 6 samples, 5 batches
+    stream = ShardStream(shards, read_ids, samples_per_shard=3, seed=0)
+    loader = make_loader(stream, 4, shuffle=True, seed=0, num_workers=num_workers)
+    assert len(loader) == len(stream_ids(loader, 0))  # workers' last batches may each be short
+
+
+def test_a_shard_of_another_size_is_refused_by_name(tmp_path: Path) -> None:
+    shards = write_shards(tmp_path, shards=2, per_shard=5)
+    shards[1].write_text('{"id": 99}\n')
+    loader = make_loader(ShardStream(shards, read_ids, samples_per_shard=5, seed=0), 5, shuffle=False, seed=0)
+    with pytest.raises(ValueError, match="shard-0001.jsonl holds 1 samples, not 5"):
+        stream_ids(loader, 0)

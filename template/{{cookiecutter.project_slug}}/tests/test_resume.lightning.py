@@ -1,8 +1,9 @@
-"""Exact resume of a loop with two models, two optimizers, a scheduler and loader workers.
+"""Exact resume of real tasks: a GAN with augmentation in workers, and a sharded stream.
 
-Each test stops the small GAN of ``gan_task.py`` with a real signal at a fixed
-step, resumes it, and expects the same final weights as a run that was never
-stopped.
+Each test stops a task of ``tests/`` with a real signal at a fixed batch (SIGKILL
+in a process of its own), resumes it, and expects what a run that was never
+stopped ends with: the same weights, and for the stream every sample trained
+on exactly once an epoch.
 """
 
 from __future__ import annotations
@@ -10,36 +11,57 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
 from protocol import launch
 from protocol.lightning import RunProtocol
-from tests import gan_task
+from tests import gan_task, stream_task
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 3  # of 8 batches each, for both tasks
+KILLED = """
+import os, signal, sys
+from pathlib import Path
+from protocol.lightning import RunProtocol
+from tests import test_resume
+task, batch, results = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+batch_end, batches = RunProtocol.on_train_batch_end, []
+def die_then_batch_end(self, *args):
+    batches.append(len(batches))
+    if len(batches) == batch:
+        os.killpg(0, signal.SIGKILL)  # the process and its loader workers, as a scheduler kills a job
+    batch_end(self, *args)
+RunProtocol.on_train_batch_end = die_then_batch_end
+test_resume.launch_task(getattr(test_resume, task), results, "stopped")
+"""
 
 
-def launch_gan(results: Path, name: str) -> int:
+def launch_task(task: ModuleType, results: Path, name: str) -> int:
     args = argparse.Namespace(
         run_name=name,
         results_dir=results,
         force=False,
         retry_failed=False,
         learning_rate=2e-3,
-        batch_size=64,
-        epochs=3,
+        batch_size=64 if task is gan_task else 32,
+        epochs=EPOCHS,
         hidden_size=16,
         seed=0,
         num_workers=2,
         accelerator="cpu",
         log_every_n_steps=50,
     )
-    return launch(Path("gan"), args, hyperparameters(args), gan_task.train)
+    return launch(Path(task.__name__), args, hyperparameters(args), task.train)
 
 
 def hyperparameters(args: argparse.Namespace) -> argparse.ArgumentParser:
-    """What names the GAN's runs, as train.py's ``hyperparameters()`` would declare it."""
+    """What names the runs, as train.py's ``hyperparameters()`` would declare it."""
     parser = argparse.ArgumentParser(add_help=False)
     for name in ("learning_rate", "batch_size", "epochs", "hidden_size", "seed"):
         parser.add_argument(f"--{name}", type=type(getattr(args, name)), default=getattr(args, name))
@@ -51,36 +73,70 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, torch.Tensor]]:
+    """The final weights of each task, never stopped."""
     results = tmp_path_factory.mktemp("reference")
-    assert launch_gan(results, "reference") == 0
-    return weights(results / "reference")
+    finals = {}
+    for task in (gan_task, stream_task):
+        assert launch_task(task, results, task.__name__) == 0
+        finals[task.__name__] = weights(results / task.__name__)
+    return finals
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
-def test_stopped_mid_epoch_resumes_to_the_same_weights(
-    reference: dict[str, torch.Tensor],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    signum: signal.Signals,
-) -> None:
+def stop_at(monkeypatch: pytest.MonkeyPatch, batch: int, signum: signal.Signals) -> None:
     batch_end = RunProtocol.on_train_batch_end
     batches = []
 
     def signal_then_batch_end(self: RunProtocol, *args: object) -> None:
         batches.append(len(batches))
-        if len(batches) == 11:  # in the middle of the second epoch (8 batches an epoch)
+        if len(batches) == batch:
             os.kill(os.getpid(), signum)
         batch_end(self, *args)
 
     monkeypatch.setattr(RunProtocol, "on_train_batch_end", signal_then_batch_end)
-    assert launch_gan(tmp_path, "stopped") == 128 + signum
+
+
+def assert_resumed_exactly(run_dir: Path, expected: dict[str, torch.Tensor]) -> None:
+    assert (run_dir / "finished.out").exists()
+    resumed = weights(run_dir)
+    assert resumed.keys() == expected.keys()
+    for key in expected:  # Lightning's loop may reorder float operations: equal to 1e-6
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
+def test_a_gan_stopped_mid_epoch_resumes_to_the_same_weights(
+    reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: signal.Signals
+) -> None:
+    stop_at(monkeypatch, 11, signum)  # in the middle of the second epoch
+    assert launch_task(gan_task, tmp_path, "stopped") == 128 + signum
     assert (tmp_path / "stopped" / "interrupted.out").exists()
     monkeypatch.undo()
+    assert launch_task(gan_task, tmp_path, "stopped") == 0
+    assert_resumed_exactly(tmp_path / "stopped", reference["tests.gan_task"])
 
-    assert launch_gan(tmp_path, "stopped") == 0
-    assert (tmp_path / "stopped" / "finished.out").exists()
-    resumed = weights(tmp_path / "stopped")
-    assert resumed.keys() == reference.keys()
-    for key in reference:  # Lightning's loop may reorder float operations: equal to 1e-6
-        torch.testing.assert_close(resumed[key], reference[key], atol=1e-6, rtol=0)
+
+@pytest.mark.parametrize("task", [gan_task, stream_task], ids=["gan", "stream"])
+def test_killed_mid_epoch_resumes_from_the_epoch_end_to_the_same_weights(
+    reference: dict, tmp_path: Path, task: ModuleType
+) -> None:
+    """SIGKILL leaves no checkpoint of its own: the run resumes from the last epoch's end."""
+    name = task.__name__.split(".")[-1]
+    command = [sys.executable, "-c", KILLED, name, "11", str(tmp_path)]
+    killed = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert launch_task(task, tmp_path, "stopped") == 0
+    assert_resumed_exactly(tmp_path / "stopped", reference[task.__name__])
+
+
+def test_a_stream_stopped_mid_epoch_trains_on_every_sample_once_an_epoch(
+    reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stop_at(monkeypatch, 13, signal.SIGTERM)
+    assert launch_task(stream_task, tmp_path, "stopped") == 128 + signal.SIGTERM
+    seen = weights(tmp_path / "stopped")["seen"]
+    assert sorted(set(seen.tolist())) == [1, 2]  # stopped in the second epoch
+    monkeypatch.undo()
+    assert launch_task(stream_task, tmp_path, "stopped") == 0
+    assert weights(tmp_path / "stopped")["seen"].tolist() == [EPOCHS] * len(seen)
+    assert_resumed_exactly(tmp_path / "stopped", reference["tests.stream_task"])

@@ -30,6 +30,7 @@ EXPECTED_WARNINGS = (
     "The `srun` command is available",  # on any machine that has SLURM's tools
     ".*LeafSpec.* is deprecated",  # Lightning's own use of torch
     "Checkpoint directory .* exists and is not empty",  # a resumed run's, by design
+    "Your `IterableDataset` has `__len__` defined",  # a ShardStream deals out shards to workers itself
 )
 
 

@@ -79,16 +79,16 @@ def train(run: Run) -> dict[str, float]:
         steps_per_epoch=len(train_loader),  # the progress bar's length (shown on a terminal only)
     ) as state:
         while state.epoch < args.epochs:
-            train_loader.sampler.set_epoch(state.epoch)  # each epoch its own order, the same on resume
+            train_loader.set_epoch(state.epoch)  # each epoch its own order, the same on resume
             net.train()
             for batch in train_loader:
                 batch = to_device(batch, device)
                 with autocast(device, args.precision):
                     loss, metrics = compute_metrics(net, batch)
-                optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                optimizer.zero_grad(set_to_none=True)  # after the step: no gradient waits between steps
                 state.step(**metrics)  # on a signal: checkpoint, then stop; on a NaN loss: fail
             state.end_epoch(evaluate(net, loaders["val"], compute_metrics, device, args.precision))
         return state.final_metrics()
