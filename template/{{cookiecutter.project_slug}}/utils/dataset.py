@@ -226,8 +226,8 @@ class Loader(StatefulDataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch's first batch: the shuffle (and an EpochDataset's draws) follow it."""
-        if isinstance(self.dataset, IterableDataset):
-            getattr(self.dataset, "set_epoch", lambda epoch: None)(epoch)
+        if isinstance(self.dataset, ShardStream):
+            self.dataset.set_epoch(epoch)
         else:
             self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
 
