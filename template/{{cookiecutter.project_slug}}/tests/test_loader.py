@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,18 @@ def test_a_shard_of_another_size_is_refused_by_name(tmp_path: Path) -> None:
     loader = make_loader(ShardStream(shards, read_ids, samples_per_shard=5, seed=0), 5, shuffle=False, seed=0)
     with pytest.raises(ValueError, match="shard-0001.jsonl holds 1 samples, not 5"):
         stream_ids(loader, 0)
+
+
+def test_a_script_whose_loader_lives_until_exit_still_exits() -> None:
+    """Workers ignore SIGTERM (the run stops them), so Python's exit must end them otherwise."""
+    script = (
+        "import torch\n"
+        "from utils.dataset import TensorSamples, make_loader\n"
+        "loader = make_loader(TensorSamples(torch.randn(64, 2)), 8, shuffle=True, seed=0, num_workers=2)\n"
+        "batches = sum(1 for _ in loader)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stderr) == (0, "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import random
 import signal
 
@@ -29,3 +31,16 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_IGN)  # the main process stops the run; workers end with it
+
+
+@atexit.register  # runs before multiprocessing's own exit function, which was registered first
+def end_loader_workers() -> None:
+    """At exit, end the worker processes of loaders still alive (a loader made at module level).
+
+    Workers ignore SIGTERM (see :func:`seed_worker`), and multiprocessing ends its
+    daemonic children at exit with SIGTERM, then waits for them: it would wait forever.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # DataLoader's handler would call them failures
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
