@@ -163,8 +163,9 @@ class TrainState:
         """Close the epoch with its validation ``metrics``: progress, logs, checkpoints."""
         if self.accumulating:  # as the epoch's last state.step() found
             warnings.warn(
-                "the epoch ended between optimizer steps: its checkpoint leaves out the gradients "
-                "accumulated since the last one (step the optimizer on the epoch's last batch)",
+                "the epoch ended between optimizer steps (gradient accumulation, or a GradScaler "
+                "skipping a step): its checkpoint leaves out the gradients accumulated since the "
+                "last one (step the optimizer on the epoch's last batch)",
                 stacklevel=2,
             )
         self._read()

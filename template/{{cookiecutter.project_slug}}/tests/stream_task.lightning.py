@@ -77,4 +77,5 @@ def train(run: Run) -> dict[str, float]:
         accelerator="cpu",
         devices=1,
         log_every_n_steps=args.log_every_n_steps,
+        accumulate_grad_batches=args.accumulate_grad_batches,
     )

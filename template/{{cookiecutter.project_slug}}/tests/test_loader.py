@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from utils.dataset import EpochDataset, ShardStream, TensorSamples, make_loader, sample_generator
+from utils.dataset import EpochDataset, ShardStream, TensorSamples, make_loader, sample_generator, split
 
 
 class Squares(Dataset):
@@ -236,3 +236,46 @@ def test_a_script_whose_loader_lives_until_exit_still_exits() -> None:
         [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("kind", ["map-style", "stream"])
+def test_an_epoch_left_early_resumes_the_next_epoch_from_its_start(
+    tmp_path: Path, kind: str, num_workers: int
+) -> None:
+    shards = write_shards(tmp_path, shards=4, per_shard=10)
+
+    def loader():
+        if kind == "stream":
+            dataset = ShardStream(shards, read_ids, samples_per_shard=10, seed=0)
+        else:
+            dataset = TensorSamples(torch.arange(40))
+        return make_loader(dataset, 4, shuffle=True, seed=0, num_workers=num_workers)
+
+    def epoch(loader, number: int) -> list[list[int]]:
+        loader.set_epoch(number)
+        return [batch[0].tolist() if isinstance(batch, (list, tuple)) else batch.tolist() for batch in loader]
+
+    expected = epoch(loader(), 1)
+    left = loader()
+    left.set_epoch(0)
+    for count, _ in enumerate(left, 1):
+        if count == 3:
+            break  # a loop that caps its steps per epoch
+    resumed = loader()
+    resumed.load_state_dict(left.state_dict())  # saved at the end of the epoch left early
+    assert epoch(resumed, 1) == expected
+
+
+def test_two_loaders_over_one_stream_keep_their_own_shuffle(tmp_path: Path) -> None:
+    stream = ShardStream(
+        write_shards(tmp_path, shards=4, per_shard=10), read_ids, samples_per_shard=10, seed=0
+    )
+    shuffled = make_loader(stream, 40, shuffle=True, seed=0)
+    make_loader(stream, 40, shuffle=False, seed=0)  # an eval loader over the same shards
+    assert stream_ids(shuffled, 0) != [list(range(40))]
+
+
+def test_an_epoch_dataset_inside_a_subset_is_refused_with_the_fix() -> None:
+    with pytest.raises(TypeError, match="wrap the Subset in it instead"):
+        make_loader(split(Jittered(), {"train": 0.5, "val": 0.5})["train"], 8, shuffle=True, seed=0)

@@ -42,7 +42,7 @@ test_resume.launch_task(getattr(test_resume, task), results, "stopped")
 """
 
 
-def launch_task(task: ModuleType, results: Path, name: str) -> int:
+def launch_task(task: ModuleType, results: Path, name: str, accumulate_grad_batches: int = 1) -> int:
     args = argparse.Namespace(
         run_name=name,
         results_dir=results,
@@ -56,6 +56,7 @@ def launch_task(task: ModuleType, results: Path, name: str) -> int:
         num_workers=2,
         accelerator="cpu",
         log_every_n_steps=50,
+        accumulate_grad_batches=accumulate_grad_batches,
     )
     return launch(Path(task.__name__), args, hyperparameters(args), task.train)
 
@@ -140,3 +141,18 @@ def test_a_stream_stopped_mid_epoch_trains_on_every_sample_once_an_epoch(
     assert launch_task(stream_task, tmp_path, "stopped") == 0
     assert weights(tmp_path / "stopped")["seen"].tolist() == [EPOCHS] * len(seen)
     assert_resumed_exactly(tmp_path / "stopped", reference["tests.stream_task"])
+
+
+def test_a_stop_between_accumulated_batches_waits_for_the_optimizer_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert launch_task(stream_task, tmp_path / "reference", "accumulating", accumulate_grad_batches=2) == 0
+    stop_at(monkeypatch, 13, signal.SIGTERM)  # batch 13 of 24: the optimizer steps after 14
+    assert (
+        launch_task(stream_task, tmp_path, "accumulating", accumulate_grad_batches=2) == 128 + signal.SIGTERM
+    )
+    assert "at step 7 " in (tmp_path / "accumulating" / "interrupted.out").read_text()
+    monkeypatch.undo()
+    assert launch_task(stream_task, tmp_path, "accumulating", accumulate_grad_batches=2) == 0
+    assert weights(tmp_path / "accumulating")["seen"].tolist() == [EPOCHS] * 256
+    assert_resumed_exactly(tmp_path / "accumulating", weights(tmp_path / "reference" / "accumulating"))

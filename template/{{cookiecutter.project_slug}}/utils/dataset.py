@@ -9,6 +9,7 @@ in order), and resumes each mid-epoch on the next sample.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -168,14 +169,15 @@ class ShardStream(IterableDataset):
         """The samples this rank reads in an epoch."""
         return len(self.shards) // self.world_size * self.samples_per_shard
 
-    def batches(self, batch_size: int, num_workers: int) -> int:
+    def batches(self, batch_size: int, num_workers: int, drop_last: bool = False) -> int:
         """The batches this rank's loader yields in an epoch: each worker batches its own share."""
         shards = len(self.shards) // self.world_size
         readers = max(num_workers, 1)
         per_reader = [
             len(range(reader, shards, readers)) * self.samples_per_shard for reader in range(readers)
         ]
-        return sum(math.ceil(samples / batch_size) for samples in per_reader)
+        rounding = math.floor if drop_last else math.ceil
+        return sum(rounding(samples / batch_size) for samples in per_reader)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "shards": self.done[0], "samples": self.done[1]}
@@ -195,8 +197,10 @@ class ShardStream(IterableDataset):
         return mine[worker.id :: worker.num_workers] if worker is not None else mine
 
     def __iter__(self) -> Iterator[Any]:
-        start = self.done if self.restored else (0, 0)
+        if not self.restored:
+            self.done = (0, 0)  # a new pass (a state taken before its first sample says so)
         self.restored = False
+        start = self.done
         return self.samples(self.my_shards(), start)
 
     def samples(self, shards: list[int], start: tuple[int, int]) -> Iterator[Any]:
@@ -217,29 +221,44 @@ class ShardStream(IterableDataset):
 
 
 class Loader(StatefulDataLoader):
-    """The loader :func:`make_loader` returns: a StatefulDataLoader that takes ``set_epoch``."""
+    """The loader :func:`make_loader` returns: a StatefulDataLoader that takes ``set_epoch``.
+
+    Its state (what a checkpoint holds) records the epoch it belongs to, so that a
+    loop that left an epoch early does not resume the next one from the old position.
+    """
+
+    epoch = 0  # of the iterations to come, as set_epoch said
+    loaded_epoch: int | None = None  # of a state loaded and not yet resumed
 
     def __len__(self) -> int:
         if isinstance(self.dataset, ShardStream):  # DataLoader's own guess ignores how workers batch
-            return self.dataset.batches(self.batch_size or 1, self.num_workers)
+            return self.dataset.batches(self.batch_size or 1, self.num_workers, self.drop_last)
         return super().__len__()
 
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch's first batch: the shuffle (and an EpochDataset's draws) follow it."""
+        self.epoch = epoch
+        if self.next_iter_state is not None and self.loaded_epoch not in (None, epoch):
+            self.next_iter_state = None  # a position in another epoch: this one starts afresh
         if isinstance(self.dataset, ShardStream):
             self.dataset.set_epoch(epoch)
         else:
             self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": super().state_dict()}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # A state taken after an epoch's last batch holds nothing the next epoch needs, and
+        # checkpoints of template 0.3 and earlier hold the position alone
+        position = state_dict.get("position", state_dict)
+        self.loaded_epoch = state_dict.get("epoch") if "position" in state_dict else None
+        # A position after an epoch's last batch holds nothing the next epoch needs, and
         # loading it does harm: torchdata 0.11 restores the finished iterator, refilling its
         # prefetch queue from it, and a stream's restored state overrides the epoch that
-        # set_epoch gave (the next epoch then replays the last). Start afresh: set_epoch
-        # says which epoch it is.
-        if state_dict.get("_iterator_finished"):
-            state_dict = {}
-        super().load_state_dict(state_dict)
+        # set_epoch gave (the next epoch then replays the last). Start afresh instead.
+        if position.get("_iterator_finished"):
+            position = {}
+        super().load_state_dict(position)
 
 
 def make_loader(
@@ -264,21 +283,22 @@ def make_loader(
     tensors; raise it when loading means reading or decoding files.
     """
     options: dict[str, Any] = {}
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, EpochDataset):
+        raise TypeError("an EpochDataset inside a Subset gets plain indices: wrap the Subset in it instead")
     if isinstance(dataset, IterableDataset):
         if not isinstance(dataset, ShardStream):
             raise TypeError("make_loader streams a ShardStream; wrap your stream's shards in one")
+        dataset = copy.copy(dataset)  # the share and shuffle are this loader's: another may differ
         dataset.share(rank, world_size)
         dataset.shuffle = shuffle
-        dataset.set_epoch(epoch)
         # a stream's workers start with each epoch, from the dataset set_epoch just set:
         # workers kept alive across epochs would never hear of the new one
         persistent = False
     else:
         keys = EpochKeys if isinstance(dataset, EpochDataset) else DistributedSampler
         options["sampler"] = keys(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
-        options["sampler"].set_epoch(epoch)
         persistent = num_workers > 0
-    return Loader(
+    loader = Loader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -289,3 +309,5 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         **options,
     )
+    loader.set_epoch(epoch)
+    return loader
