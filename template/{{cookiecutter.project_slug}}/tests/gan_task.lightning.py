@@ -1,14 +1,12 @@
 """A two-optimizer task (a small GAN), written as ``trainers/<task>_trainer.py`` would be.
 
 It shows manual optimization in Lightning: two models, two optimizers, an LR
-scheduler, and a per-sample Dataset with augmentation read by worker processes, all
-restored exactly from ``last.ckpt``. The tests train, interrupt and resume it;
+scheduler, and a per-sample Dataset with augmentation (``gan_data.py``) read
+by worker processes, all restored exactly from ``last.ckpt``. The tests train, interrupt and resume it;
 copy it over a task's trainer to start a GAN of your own.
 """
 
 from __future__ import annotations
-
-import math
 
 import pytorch_lightning as pl
 import torch
@@ -17,32 +15,12 @@ from torch import nn
 
 from protocol import Run
 from protocol.lightning import epoch_to_train
+from tests.gan_data import Ring
 from trainers.base_trainer import fit
-from utils.dataset import EpochDataset, TensorSamples, make_loader, sample_generator
+from utils.dataset import TensorSamples, make_loader
 from utils.utils import seed_everything
 
 LATENT = 4
-
-
-class Ring(EpochDataset):
-    """Points near eight spots on the unit circle, with noise drawn afresh each epoch (augmentation).
-
-    An EpochDataset: the loader asks for ``dataset[epoch, index]``, so worker
-    processes know the epoch, and the noise comes from a generator seeded by
-    (seed, epoch, index): a resumed run draws exactly what it drew before.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return 512
-
-    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
-        epoch, index = key
-        angle = 2 * math.pi * (index % 8) / 8
-        noise = torch.randn(2, generator=sample_generator(self.seed, epoch, index))
-        return torch.tensor([math.cos(angle), math.sin(angle)]) + 0.05 * noise
 
 
 class RingData(pl.LightningDataModule):
