@@ -38,6 +38,8 @@ class StreamData(pl.LightningDataModule):
             shuffle=True,
             seed=self.seed,
             num_workers=self.num_workers,
+            rank=self.trainer.global_rank,  # under DDP each rank reads its own shards
+            world_size=self.trainer.world_size,
             epoch=epoch_to_train(self.trainer),  # a resumed run's, too; later epochs: the protocol
         )
 

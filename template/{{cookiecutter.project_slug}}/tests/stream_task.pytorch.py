@@ -17,7 +17,7 @@ from torch import nn
 from protocol import Run
 from protocol.state import TrainState
 from tests.stream_data import NUM_SHARDS, PER_SHARD, read_shard, write_shards
-from trainers.base_trainer import select_device, to_device
+from trainers.base_trainer import rank_and_world, select_device, to_device
 from utils.dataset import ShardStream, make_loader
 from utils.utils import seed_everything
 
@@ -40,7 +40,16 @@ def train(run: Run) -> dict[str, float]:
     model = SpotClassifier(args.hidden_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
     stream = ShardStream(write_shards(), read_shard, samples_per_shard=PER_SHARD, seed=args.seed)
-    loader = make_loader(stream, args.batch_size, shuffle=True, seed=args.seed, num_workers=args.num_workers)
+    rank, world_size = rank_and_world()  # under DDP each rank reads its own shards
+    loader = make_loader(
+        stream,
+        args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        rank=rank,
+        world_size=world_size,
+    )
 
     saved = {"model": model, "optimizer": optimizer, "loader": loader}
     with TrainState(run, saved, main_metric="train_acc", mode="max", checkpoint_interval=0) as state:
