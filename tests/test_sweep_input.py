@@ -257,6 +257,8 @@ def test_a_hostile_value_is_one_literal_argument_in_the_sbatch_script(
     assert "#SBATCH --partition=gpu" in header and "#SBATCH --mem=16G" in header
 
     expected = [
+        "srun",  # one process here; with --nodes or --tasks_per_node, one per rank
+        "--cpus-per-task=1",
         sys.executable,
         str(project / "experiments" / TASK / "train.py"),
         *["--results_dir", results_dir, "--run_name", name],

@@ -8,7 +8,8 @@ and ``dlscaffold status`` read runs without it.
     naming.py      which directory a run lives in
     rundir.py      the run directory and its flag files
     lock.py        one live process per run
-    cluster.py     ranks, stop signals, SLURM
+    ranks.py       where each process of a distributed run trains, and whether it still does
+    cluster.py     ranks, stop signals, SLURM, srun's tasks as DDP ranks
     manifest.py    how to reproduce a run
     options.py     the run-control options of train.py, and argparse checks
     grid.py        the input of scripts/sweep.py: --grid options and sweep files, checked

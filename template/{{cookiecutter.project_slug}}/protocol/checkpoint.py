@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from protocol.errors import OtherWorldSize
 from protocol.files import atomic_write
 
 
@@ -43,3 +44,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"][0])
+
+
+def check_world_size(path: Path, saved: Any, current: int) -> None:
+    """Refuse a checkpoint written by another number of processes, naming both (see OtherWorldSize)."""
+    if isinstance(saved, int) and saved != current:  # older checkpoints do not say
+        raise OtherWorldSize(
+            f"{path} was written by {saved} processes and this launch has {current}; "
+            f"launch it on {saved} to resume it, or with --force to train it again"
+        )

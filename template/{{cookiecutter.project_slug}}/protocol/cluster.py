@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -24,6 +25,39 @@ def is_rank_zero() -> bool:
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         ranks.append(os.environ.get("SLURM_PROCID", "0"))
     return all(int(rank) == 0 for rank in ranks)
+
+
+def srun_layout() -> None:
+    """In a step ``srun`` started with several tasks, give each the variables torchrun would.
+
+    One process per task, started by SLURM on every node: RANK, WORLD_SIZE and
+    LOCAL_RANK come from SLURM_PROCID, SLURM_STEP_NUM_TASKS and SLURM_LOCALID;
+    MASTER_ADDR is the step's first node and MASTER_PORT follows from the job id,
+    so that two jobs sharing a node do not meet. Values set already (by the job
+    script, or torchrun itself) are kept. Outside such a step: nothing.
+    """
+    if launched_by_torchrun() or not in_srun_step():
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_STEP_NUM_TASKS"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    os.environ.setdefault("MASTER_ADDR", first_host(os.environ.get("SLURM_STEP_NODELIST", "")))
+    os.environ.setdefault("MASTER_PORT", str(15000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 15000))
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[003-005,9],cpu1`` -> ``gpu003``."""
+    match = re.match(r"([^,\[]*)(?:\[([^,\]-]*))?", nodelist)
+    return "".join(match.groups("")) if match and match.group(1) else "localhost"
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def in_srun_step() -> bool:
+    """Whether this is one of several tasks of an ``srun`` step (a job's batch script is none)."""
+    return "SLURM_STEP_ID" in os.environ and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
 
 
 def install_stop_handlers(on_stop: Callable[[str], None]) -> dict[int, Any]:

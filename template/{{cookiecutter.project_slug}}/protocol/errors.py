@@ -15,3 +15,12 @@ class RunDiverged(Exception):
 
 class CheckpointUnusable(Exception):
     """Raised when a run cannot resume from its ``last`` checkpoint: unreadable, or of another model."""
+
+
+class OtherWorldSize(CheckpointUnusable):
+    """Raised when the ``last`` checkpoint was written by a run over another number of processes.
+
+    Each rank's share of the data, and so where it stopped, follows from the world
+    size: on another, the run would not continue where it stopped. Refused, the run
+    keeps its flag and resumes when launched again on the number it was trained on.
+    """

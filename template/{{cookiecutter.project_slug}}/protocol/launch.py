@@ -24,11 +24,12 @@ from protocol.cluster import (
     restore_handlers,
     signal_exit_code,
 )
-from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
+from protocol.errors import CheckpointUnusable, OtherWorldSize, RunDiverged, RunInterrupted
 from protocol.files import describe_os_error, read_json, write_json
 from protocol.lock import acquire_lock, claiming, live_owner, release_lock, start_heartbeat
 from protocol.manifest import update_manifest
 from protocol.naming import hyperparameter_defaults, run_name
+from protocol.ranks import end, join, lost_ranks, start_beating
 from protocol.rundir import (
     Run,
     archive,
@@ -53,7 +54,8 @@ def launch(
 
     0: finished, or skipped because it had finished or failed before;
     1: failed; 3: another live process owns the run; 4: the run directory holds a run
-    trained with other hyperparameters; 128+N: stopped by signal N.
+    trained with other hyperparameters, or a checkpoint of another number of processes;
+    128+N: stopped by signal N.
     ``hyperparameters`` is train.py's parser of the options that define the run:
     each names its directory, goes into ``hparams.json`` and must match on a relaunch.
     """
@@ -65,6 +67,7 @@ def launch(
         dir=args.results_dir / name,
         args=args,
         hparams={key: getattr(args, key) for key in defaults},
+        ranks=join(),  # under srun or torchrun: every rank's host, for the lock, manifest and failures
     )
     try:
         decision = claim(run) if is_rank_zero() else None
@@ -78,6 +81,8 @@ def launch(
         return decision
     run.resuming = decision == "resume"
     previous_handlers = install_stop_handlers(run.request_stop)
+    if run.ranks:
+        start_beating(run.dir, run.ranks)  # how the others tell this rank died
     if not is_rank_zero():
         try:
             return _train_on_other_rank(run, train)
@@ -87,6 +92,8 @@ def launch(
     try:
         return _train_and_record(run, train)
     finally:
+        if run.ranks:
+            end(run.dir, run.ranks, flag_state(run.dir) or "failed")
         stop_heartbeat()
         restore_handlers(previous_handlers)
         release_lock(run.dir)
@@ -135,7 +142,7 @@ def _claim(run: Run) -> str | int:
     if differences or (state in ("finished", "failed") and not resume_failed):
         archived = archive(run.dir)
         print(f"[{run.name}] previous {state or 'unfinished'} run kept as {archived.name}")
-    if not acquire_lock(run.dir):
+    if not acquire_lock(run.dir, **(run.ranks.describe() if run.ranks else {})):
         print(f"[{run.name}] another process took the run first; refusing to start a second copy.")
         return EXIT_LOCKED
     # a run with a checkpoint resumes: interrupted, or killed before it could say so
@@ -168,13 +175,45 @@ def share_from_rank_zero(decision: str | int | None) -> str | int | None:
 
 
 def _train_on_other_rank(run: Run, train: Train) -> int:
+    """Train as rank 0 does; rank 0 keeps the books, unless it died first."""
     try:
         train(run)
     except RunInterrupted:
+        _end_rank(run, "interrupted")
         return signal_exit_code(run.stop_signal)
     except CheckpointUnusable:
+        _end_rank(run, "cannot resume")
         return EXIT_FAILED  # rank 0 says why
+    except BaseException as error:
+        _end_rank(run, f"{type(error).__name__}: {error}")
+        _record_for_lost_rank_zero(run, error)
+        raise
+    _end_rank(run, "finished")
     return 0
+
+
+def _end_rank(run: Run, how: str) -> None:
+    if run.ranks:
+        end(run.dir, run.ranks, how)
+
+
+def _record_for_lost_rank_zero(run: Run, error: BaseException) -> None:
+    """Rank 0 keeps the books; if it died, the first rank left writes ``failed.out`` instead."""
+    if not run.ranks or flag_state(run.dir):
+        return
+    lost = lost_ranks(run.dir, run.ranks)
+    if 0 not in lost or min(set(range(run.ranks.world_size)) - set(lost)) != run.ranks.rank:
+        return
+    here = f"rank {run.ranks.rank} on {run.ranks.hosts[run.ranks.rank]}"
+    reason = f"{'; '.join(lost.values())}; then {here}: {type(error).__name__}: {error}"
+    write_flag(
+        run.dir, "failed.out", reason=reason, lost_ranks=list(lost.values()), **progress_summary(run.dir)
+    )
+    manifest = read_json(run.dir / "manifest.json")
+    if isinstance(manifest, dict) and isinstance(manifest.get("history"), list):
+        update_manifest(run, "failed", manifest, reason=reason)
+    release_lock(run.dir)
+    print(f"[{run.name}] failed: {reason}", file=sys.stderr)
 
 
 def _train_and_record(run: Run, train: Train) -> int:
@@ -201,17 +240,25 @@ def relaunch_advice(run: Run) -> str:
 
 
 def _train_and_record_unguarded(run: Run, train: Train) -> int:
-    before = read_json(run.dir / "failed.out")  # kept if a resume of a failed run cannot load its checkpoint
+    flag = flag_state(run.dir)  # put back if the checkpoint is refused
+    before = read_json(run.dir / f"{flag}.out") if flag else None
     clear_flags(run.dir)
     write_json(run.dir / "hparams.json", run.hparams)
-    manifest = update_manifest(run, "resume" if run.resuming else "start")
+    layout = run.ranks.describe() if run.ranks else {}
+    manifest = update_manifest(run, "resume" if run.resuming else "start", **layout)
     print(f"[{run.name}] {'resuming' if run.resuming else 'training'} in {run.dir}")
     started = time.monotonic()
     try:
         metrics = train(run)
+    except OtherWorldSize as error:
+        return _refuse_world_size(run, manifest, error, flag, before)
     except CheckpointUnusable as error:
-        return _record_unusable_checkpoint(run, manifest, error, before)
+        return _record_unusable_checkpoint(run, manifest, error, before if flag == "failed" else None)
     except BaseException as error:  # whatever ends the run must leave its reason behind
+        known = (RunInterrupted, RunDiverged, KeyboardInterrupt)
+        lost = lost_ranks(run.dir, run.ranks) if run.ranks and not isinstance(error, known) else {}
+        if lost:  # another rank died or failed, and this one could not go on without it
+            return _record_failure(run, manifest, error, lost)
         if run.stop_signal is not None and not isinstance(error, RunDiverged):
             # RunInterrupted from the loop, or a framework's own exit on the same signal
             return _record_interruption(run, manifest, error)
@@ -234,6 +281,17 @@ def _record_interruption(run: Run, manifest: dict[str, Any], stop: BaseException
     return signal_exit_code(run.stop_signal)
 
 
+def _refuse_world_size(
+    run: Run, manifest: dict[str, Any], error: OtherWorldSize, flag: str | None, before: Any
+) -> int:
+    """The run is left as it was found: launched on its own number of processes, it resumes."""
+    if flag and isinstance(before, dict):
+        write_json(run.dir / f"{flag}.out", before)
+    update_manifest(run, "refused", manifest, reason=str(error))
+    print(f"[{run.name}] not resumed: {error}", file=sys.stderr)
+    return EXIT_CONFLICT
+
+
 def _record_unusable_checkpoint(
     run: Run, manifest: dict[str, Any], error: CheckpointUnusable, failed_before: Any
 ) -> int:
@@ -250,8 +308,12 @@ def _record_unusable_checkpoint(
     return EXIT_FAILED
 
 
-def _record_failure(run: Run, manifest: dict[str, Any], error: BaseException) -> int:
+def _record_failure(
+    run: Run, manifest: dict[str, Any], error: BaseException, lost: dict[int, str] | None = None
+) -> int:
     reason = f"{type(error).__name__}: {error}"
+    if lost and run.ranks:  # the rank that died first, then what it did to this one
+        reason = f"{'; '.join(lost.values())}; then rank 0 on {run.ranks.hosts[0]}: {reason}"
     lines = traceback.format_exception(type(error), error, error.__traceback__)
     write_flag(
         run.dir,
@@ -259,6 +321,7 @@ def _record_failure(run: Run, manifest: dict[str, Any], error: BaseException) ->
         reason=reason,
         diverged=isinstance(error, RunDiverged),
         traceback="".join(lines).splitlines(),
+        **({"lost_ranks": list(lost.values())} if lost else {}),
         **progress_summary(run.dir),
     )
     update_manifest(run, "failed", manifest, reason=reason)

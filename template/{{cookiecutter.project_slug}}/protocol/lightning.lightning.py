@@ -21,7 +21,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
+from protocol.checkpoint import atomic_torch_save, check_world_size, get_rng_state, set_rng_state
 from protocol.cluster import install_stop_handlers
 from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
@@ -44,19 +44,27 @@ class RunProtocol(Callback):
         self.run = run
         self.main_metric = main_metric
         self.restored_rng: dict[str, Any] | None = None
+        self.restored_world_size: Any = None
+        self.world_size = 1
         self.pending = StepValues()  # each step's outputs, on the device until a logging period ends
         self.batches = 0  # trained by this process, counting from its start: the same on every rank
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": get_rng_state()}  # taken when a checkpoint is written
+        # taken when a checkpoint is written; each rank's share of the data follows from the world size
+        return {"rng": get_rng_state(), "world_size": self.world_size}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.restored_rng = state_dict.get("rng")
+        self.restored_world_size = state_dict.get("world_size")
+
+    def setup(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        self.world_size = trainer.world_size
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # Lightning puts its own SIGTERM handler in front of ours when fit starts; under DDP
         # it broadcasts from inside the handler and can hang. One mechanism, ours, is enough.
         install_stop_handlers(self.run.request_stop)
+        check_world_size(trainer.ckpt_path, self.restored_world_size, trainer.world_size)
         if self.restored_rng is not None:
             set_rng_state(self.restored_rng)  # the RNGs as they were when the checkpoint was taken
             self.restored_rng = None

@@ -1,7 +1,8 @@
 """Run protocol, rarely edited: one live process per run, named by ``run.lock``.
 
 The lock records who trains the run: host, pid, the process's start time (so a
-pid reused by another program is not taken for the run) and the SLURM job. While
+pid reused by another program is not taken for the run), the SLURM job and, for a
+run over several processes, its world size, nodes and ranks (``ranks.py``). While
 the run trains, a thread touches the lock every ``HEARTBEAT_S`` seconds: on a
 shared file system any host can tell a live run from one whose node died.
 """
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from protocol.cluster import slurm_job_id
 from protocol.files import now, one_line, read_json
@@ -27,8 +29,11 @@ HEARTBEAT_S = 30.0
 STALE_S = 300.0  # a lock not touched for this long belongs to a dead process, wherever it ran
 
 
-def acquire_lock(run_dir: Path) -> bool:
-    """Create ``run.lock`` atomically; clear a lock whose owner is gone first."""
+def acquire_lock(run_dir: Path, **layout: Any) -> bool:
+    """Create ``run.lock`` atomically; clear a lock whose owner is gone first.
+
+    ``layout``: of a run over several processes, its world size, nodes and the host of each rank.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK
     owner = {
@@ -37,6 +42,7 @@ def acquire_lock(run_dir: Path) -> bool:
         "host": socket.gethostname(),
         "slurm_job_id": slurm_job_id(),
         "time": now(),
+        **layout,
     }
     draft = run_dir / f".{LOCK}.{os.getpid()}"
     draft.write_text(json.dumps(owner) + "\n", encoding="utf-8")

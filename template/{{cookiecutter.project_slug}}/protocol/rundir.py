@@ -10,6 +10,8 @@ A run lives in ``experiments/<task>/results/<run>/``::
     checkpoints/      last and best checkpoints
     run.lock          present while a process trains it: host, pid, start time, SLURM job;
                       touched every 30 s (a heartbeat other hosts can read)
+    ranks/            of a run over several processes: one file per rank, its host and pid,
+                      beating while it trains, and how it ended
     finished.out      completed: final metrics and duration       (at most one
     interrupted.out   stopped by a signal, or found dead: resume    of these three
     failed.out        an exception or a diverged loss: why          at a time)
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.files import finite_values, now, read_json, write_json
+from protocol.ranks import Ranks
 
 FLAGS = ("finished.out", "interrupted.out", "failed.out")
 
@@ -41,6 +44,7 @@ class Run:
     hparams: dict[str, Any]  # the ones that define the run
     resuming: bool = False
     stop_signal: str | None = field(default=None, repr=False)  # set by a signal handler
+    ranks: Ranks | None = None  # the processes of a run started by srun or torchrun
 
     @property
     def checkpoints(self) -> Path:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from protocol.checkpoint import atomic_torch_save, get_rng_state, set_rng_state
+from protocol.checkpoint import atomic_torch_save, check_world_size, get_rng_state, set_rng_state
 from protocol.cluster import is_rank_zero
 from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
 from protocol.rundir import Run
@@ -90,6 +90,7 @@ class TrainState:
         self.last_saved = float("-inf")  # so the first epoch always leaves a last.pt
         self.unsaved_best: dict[str, Any] | None = None
         self.distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.world_size = torch.distributed.get_world_size() if self.distributed else 1
         modules = [item for item in saved.values() if isinstance(item, nn.Module)]
         parameters = [parameter for module in modules for parameter in module.parameters()]
         self.device = parameters[0].device if parameters else torch.device("cpu")
@@ -287,6 +288,7 @@ class TrainState:
             "sums": self.sums,  # every step so far read: the loop saves only right after a read
             "counts": self.counts,
             "steps_in_epoch": self.steps_in_epoch,
+            "world_size": self.world_size,  # each rank's share of the data follows from it
             "rng": get_rng_state(),
         }
         atomic_torch_save(state, self.run.checkpoints / "last.pt")
@@ -301,6 +303,7 @@ class TrainState:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
             raise CheckpointUnusable(f"{path} cannot be read ({type(error).__name__})") from error
+        check_world_size(path, state.get("protocol", {}).get("world_size"), self.world_size)
         try:  # saved by another model or loop
             for name, item in self.saved.items():
                 item.load_state_dict(state[name])

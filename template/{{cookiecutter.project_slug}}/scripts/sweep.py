@@ -6,6 +6,8 @@ r"""Run a grid of experiments; relaunch it and only what still needs running run
     python scripts/sweep.py {{ cookiecutter.task_name }} --grid seed=0,1 --dry-run
     python scripts/sweep.py {{ cookiecutter.task_name }} --grid seed=0,1 \
         --slurm --time 4:00:00 --gpus_per_task 1 -- --epochs 50
+    python scripts/sweep.py {{ cookiecutter.task_name }} \
+        --slurm --nodes 2 --gpus_per_node 4 --time 2-00:00:00 -- --epochs 50
 
 Each point of the grid is one ``train.py`` command and one run directory.
 Finished runs are skipped, interrupted ones resume, failed ones are reported
@@ -23,9 +25,12 @@ Every point is checked by train.py's own options before anything runs: a typo
 anywhere in the grid stops the sweep with exit code 2, not mid-way.
 
 With ``--slurm`` the runs still to do become one SLURM job array, one task per
-run; its script is kept in ``experiments/<task>/slurm/`` to inspect or resubmit. SLURM
-warns each task with SIGUSR1 before its time limit; the training process then
-checkpoints, writes interrupted.out and requeues its own task, which resumes.
+run; its script is kept in ``experiments/<task>/slurm/`` to inspect or resubmit.
+Without a grid the one run is submitted alone. Each run is one ``srun`` of
+train.py: one process, or with ``--nodes``/``--tasks_per_node``/``--gpus_per_node``
+one process per GPU (per task on CPUs) on every node, ranked by SLURM. SLURM warns
+every process with SIGUSR1 before the time limit; the ranks agree on a step,
+rank 0 checkpoints, writes interrupted.out and requeues the job, which resumes.
 """
 
 from __future__ import annotations
@@ -105,9 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument(
         "--time", type=slurm_time, default="1:00:00", help="time limit of each run (default: %(default)s)"
     )
-    slurm.add_argument("--gpus_per_task", type=non_negative_int, default=0, help="GPUs for each run")
-    slurm.add_argument("--cpus_per_task", type=positive_int, default=1, help="CPUs for each run")
-    slurm.add_argument("--mem", type=memory, help="memory for each run, e.g. 16G")
+    slurm.add_argument("--nodes", type=positive_int, default=1, help="machines each run spans (default: 1)")
+    gpus = slurm.add_mutually_exclusive_group()
+    gpus.add_argument(
+        "--gpus_per_node",
+        type=non_negative_int,
+        default=0,
+        help="GPUs each run uses on every node, one process each (DDP)",
+    )
+    gpus.add_argument(
+        "--gpus_per_task", type=non_negative_int, default=0, help="GPUs for a run of one process"
+    )
+    slurm.add_argument(
+        "--tasks_per_node",
+        type=positive_int,
+        help="processes per node (default: --gpus_per_node, or 1); on CPUs, the DDP ranks per node",
+    )
+    slurm.add_argument("--cpus_per_task", type=positive_int, default=1, help="CPUs for each process")
+    slurm.add_argument("--mem", type=memory, help="memory on each node, e.g. 16G")
     slurm.add_argument(
         "--warning_seconds",
         type=warning_seconds,
@@ -142,7 +162,7 @@ def warning_seconds(text: str) -> int:
     return value
 
 
-def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Point]:
+def expand(task: str, grid: dict[str, list[str]], extra: list[str], args: argparse.Namespace) -> list[Point]:
     """Every combination of the grid, checked by train.py's own options and named as train.py will.
 
     All points are checked here, before any run starts or any file is written: a typo in the
@@ -158,6 +178,7 @@ def expand(task: str, grid: dict[str, list[str]], extra: list[str]) -> list[Poin
     except FileNotFoundError as error:
         raise SweepError(str(error)) from None
     parser = train.build_parser()
+    extra = [*extra, *layout_args(args, parser)]
     defaults = hyperparameter_defaults(train.hyperparameters())
     points = []
     labels: dict[Path, str] = {}  # run directory -> the point that trains it
@@ -266,9 +287,39 @@ def to_run(points: list[Point], failed: list[str]) -> list[Point]:
     return pending
 
 
+def tasks_per_node(args: argparse.Namespace) -> int:
+    return args.tasks_per_node or args.gpus_per_node or 1
+
+
+LAYOUT_OPTIONS = ("--devices", "--num_nodes")  # Lightning's: set from --tasks_per_node and --nodes
+
+
+def layout_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """What a Lightning train.py needs to know of the job's layout: one process per device,
+    ``--devices`` on each of ``--num_nodes`` nodes (SLURM starts them all). Plain PyTorch's
+    train.py reads its rank from SLURM and needs nothing."""
+    if not args.slurm or parser.get_default("num_nodes") is None:
+        return []
+    return ["--devices", str(tasks_per_node(args)), "--num_nodes", str(args.nodes)]
+
+
+def check_layout(args: argparse.Namespace, train_args: list[str], grid: dict[str, list[str]]) -> None:
+    if not args.slurm and (args.nodes > 1 or args.tasks_per_node or args.gpus_per_node):
+        raise SweepError("--nodes, --tasks_per_node and --gpus_per_node describe SLURM jobs: add --slurm")
+    if not args.slurm:
+        return
+    given = [arg.partition("=")[0] for arg in train_args] + [f"--{name}" for name in grid]
+    clash = sorted(set(given) & set(LAYOUT_OPTIONS))
+    if clash:
+        raise SweepError(
+            f"with --slurm, {' and '.join(clash)} follow from --tasks_per_node and --nodes: leave them out"
+        )
+
+
 def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -> str:
-    """An sbatch script whose array task i runs point i, replacing the shell (exec) so that
-    SLURM's warning signal reaches the training process itself.
+    """An sbatch script whose array task i runs point i: one ``srun`` of train.py, one process
+    per task on every node. SLURM's warning signal goes to those processes (not to the
+    script), and ``exec`` leaves no shell to outlive them.
 
     Every value on an #SBATCH line was checked by a pattern (build_parser, check_sbatch_path);
     every argument of a command is shell-quoted, so a value is one literal argument.
@@ -277,19 +328,24 @@ def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -
         f"--job-name={args.task}-sweep",
         f"--array=0-{len(points) - 1}",
         f"--time={args.time}",
+        f"--nodes={args.nodes}",
+        f"--ntasks-per-node={tasks_per_node(args)}",
         f"--cpus-per-task={args.cpus_per_task}",
-        f"--signal=B:USR1@{args.warning_seconds}",
+        f"--signal=USR1@{args.warning_seconds}",
         "--requeue",
         "--open-mode=append",
         f"--output={log_dir}/%A_%a.out",
     ]
     options += [f"--partition={args.partition}"] * bool(args.partition)
     options += [f"--gpus-per-task={args.gpus_per_task}"] * bool(args.gpus_per_task)
+    options += [f"--gpus-per-node={args.gpus_per_node}"] * bool(args.gpus_per_node)
     options += [f"--mem={args.mem}"] * bool(args.mem)
     lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options)]
     lines += [f"cd {shlex.quote(str(PROJECT_ROOT))}", 'case "$SLURM_ARRAY_TASK_ID" in']
     for index, point in enumerate(points):
-        lines.append(f"  {index}) exec {shlex.join(command(args.task, point))} ;;")
+        # srun no longer takes --cpus-per-task from the job (SLURM 22.05): say it again
+        srun = ["srun", f"--cpus-per-task={args.cpus_per_task}", *command(args.task, point)]
+        lines.append(f"  {index}) exec {shlex.join(srun)} ;;")
     lines.append("esac")
     return "\n".join(lines) + "\n"
 
@@ -363,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything is checked before anything runs or is written
         train_args = [check_text(arg, "the train.py options after --") for arg in train_args]
         grid, extra = build_grid(args.grid, args.sweep_file)
-        points = expand(args.task, grid, [*extra, *train_args])
+        check_layout(args, [*extra, *train_args], grid)
+        points = expand(args.task, grid, [*extra, *train_args], args)
         if args.slurm:
             check_sbatch_path(slurm_dir(args.task))
     except SweepError as error:

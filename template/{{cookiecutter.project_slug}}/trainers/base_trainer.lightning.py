@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.plugins.environments import (
+    ClusterEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 
 from protocol import Run
+from protocol.cluster import in_srun_step, launched_by_torchrun, srun_layout
 from protocol.lightning import AtomicCheckpointIO, RunProtocol, check_resumable, epoch_metrics
 from protocol.tracking import make_logger
 
@@ -32,6 +40,48 @@ EXPECTED_WARNINGS = (
     "Checkpoint directory .* exists and is not empty",  # a resumed run's, by design
     "Your `IterableDataset` has `__len__` defined",  # a ShardStream deals out shards to workers itself
 )
+
+
+# How long a rank waits in a collective (or for the others to join) before it gives up: a rank
+# that died, or a node gone, then ends the run instead of hanging it. Longer than the slowest
+# checkpoint save, which the other ranks wait for at a barrier.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+
+
+@contextlib.contextmanager
+def distributed(accelerator: str = "auto") -> Iterator[None]:
+    """Started by torchrun or as the tasks of an ``srun`` step, join the process group now.
+
+    Every rank then follows rank 0's decision to start, resume or skip the run,
+    and Lightning uses this process group as it is. Processes Lightning starts
+    itself (``--devices 2`` on one machine) join it inside ``fit``, as always.
+    """
+    srun_layout()  # srun's tasks get RANK, WORLD_SIZE, LOCAL_RANK and a master as torchrun's do
+    started_outside = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if started_outside and not torch.distributed.is_initialized():
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        if gpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group("nccl" if gpu else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def cluster_environment() -> list[ClusterEnvironment]:
+    """Who started this process, told to Lightning rather than guessed.
+
+    Lightning takes any process inside a SLURM allocation for one SLURM started,
+    ranks and all; under torchrun in an allocation that is wrong. Requeueing is
+    the protocol's job, so Lightning's own stays off.
+    """
+    if launched_by_torchrun():
+        return [TorchElasticEnvironment()]
+    if in_srun_step() or SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
 
 
 @contextlib.contextmanager
@@ -55,7 +105,10 @@ def trainer_problem(args: argparse.Namespace) -> str | None:
     try:
         with quiet_lightning():
             pl.Trainer(
-                **{name: getattr(args, name) for name in options}, logger=False, enable_checkpointing=False
+                **{name: getattr(args, name) for name in options},
+                plugins=cluster_environment(),
+                logger=False,
+                enable_checkpointing=False,
             )
     except Exception as error:  # Lightning's MisconfigurationException, ValueError, ...
         return f"cannot train with these options: {error}"
@@ -108,9 +161,7 @@ def fit(
         check_resumable(resume_from, module)
     callbacks = [RunProtocol(run, main_metric), best, last, *trainer_options.pop("callbacks", [])]
     with quiet_lightning():
-        plugins: list[Any] = [AtomicCheckpointIO()]
-        if SLURMEnvironment.detect():
-            plugins.append(SLURMEnvironment(auto_requeue=False))  # requeueing is the protocol's job
+        plugins = [AtomicCheckpointIO(), *cluster_environment()]
         trainer = pl.Trainer(
             logger=make_logger(run.logs, run.name),
             callbacks=callbacks,

@@ -7,6 +7,7 @@ them owns the loop.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,23 +16,31 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from protocol.cluster import srun_layout
+
 MetricsFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# How long a rank waits in a collective (or for the others to join) before it gives up: a rank
+# that died, or a node gone, then ends the run instead of hanging it. Longer than the slowest
+# checkpoint save, which the other ranks wait for at a barrier.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 @contextlib.contextmanager
 def distributed(device_name: str = "auto") -> Iterator[None]:
-    """Under torchrun (it sets WORLD_SIZE), join the process group for the duration; else nothing.
+    """Started by torchrun or as the tasks of an ``srun`` step, join the process group; else nothing.
 
     NCCL when the processes train on GPUs (each on its own: LOCAL_RANK), gloo on
     CPUs. Leaving the group before exit matters: gloo's threads abort a process
     that exits without.
     """
+    srun_layout()  # srun's tasks get RANK, WORLD_SIZE, LOCAL_RANK and a master as torchrun's do
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         device = select_device(device_name)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # collectives and pinned memory on this rank's GPU, not GPU 0
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     try:
         yield
     finally:

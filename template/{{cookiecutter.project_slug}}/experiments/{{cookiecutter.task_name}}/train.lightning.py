@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     problem = base_trainer.trainer_problem(args)
     if problem:  # said now, before a run directory exists, not as a failed run
         parser.error(problem)
-    return launch(TASK_DIR, args, hyperparameters(), train)
+    with base_trainer.distributed(args.accelerator):  # joins the process group under srun or torchrun
+        return launch(TASK_DIR, args, hyperparameters(), train)
 
 
 if __name__ == "__main__":

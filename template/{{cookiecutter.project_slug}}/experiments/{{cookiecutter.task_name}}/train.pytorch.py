@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = base_trainer.device_problem(args.device)
     if problem:  # said now, before a run directory exists, not as a failed run
         parser.error(problem)
-    with base_trainer.distributed(args.device):  # joins the process group under torchrun; nothing otherwise
+    with base_trainer.distributed(args.device):  # joins the process group under srun or torchrun
         return launch(TASK_DIR, args, hyperparameters(), train)
 
 
