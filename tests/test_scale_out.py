@@ -152,6 +152,14 @@ def test_two_process_data_parallel_training_interrupts_and_resumes(project: Path
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode != 0, output
     assert sorted(path.name for path in run_dir.glob("*.out")) == ["interrupted.out"], output
+    interrupted = (run_dir / "interrupted.out").read_text()
+
+    # each rank's share of the data follows from the world size: one process cannot continue it
+    alone = run_python(["experiments/task1/train.py", *args, "--num_workers", "0"], cwd=project)
+    assert alone.returncode == 4, alone.stdout + alone.stderr
+    assert "was written by 2 processes and this launch has 1" in alone.stderr
+    assert "Traceback" not in alone.stderr
+    assert (run_dir / "interrupted.out").read_text() == interrupted  # left as it was found
 
     resumed = subprocess.run(
         distributed_command(framework, *args), cwd=project, capture_output=True, text=True, timeout=600
@@ -159,7 +167,7 @@ def test_two_process_data_parallel_training_interrupts_and_resumes(project: Path
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert sorted(path.name for path in run_dir.glob("*.out")) == ["finished.out"]
     history = [event["event"] for event in json.loads((run_dir / "manifest.json").read_text())["history"]]
-    assert history == ["start", "interrupted", "resume", "finished"]
+    assert history == ["start", "interrupted", "resume", "refused", "resume", "finished"]
     assert json.loads((run_dir / "finished.out").read_text())["epoch"] == 12
 
 

@@ -1,73 +1,70 @@
-"""A sweep submitted to a real (one-node, loopback) SLURM cluster survives preemption.
+"""Runs that span two nodes of a real SLURM cluster: preempted and resumed exactly, a dead rank named.
 
-The tests start a private cluster themselves with tests/slurm/start-slurm.sh, which
-installs SLURM from Debian's packages when missing (so they need root, and apt-get
-unless SLURM is installed). It runs from a configuration of its own in a temporary
-directory, with its own munged and free ports, and writes nothing outside it; the tests,
-sbatch, squeue, scancel and the jobs find it through SLURM_CONF. stop-slurm.sh then stops
-what was started and the directory is deleted.
+The tests start a private two-node cluster themselves with tests/slurm/start-slurm-2node.sh:
+two slurmd, each in network, hostname and mount namespaces of its own (n1, n2, with
+addresses only inside namespaces the script made), a slurmctld, a munged, a configuration
+and state in a temporary directory. It installs SLURM from Debian's packages when missing,
+so the tests need root (and apt-get unless SLURM is installed). Clients run through the
+wrappers it writes, found first on PATH; stop-slurm-2node.sh removes every namespace,
+link and process after. Both nodes have one CPU: a two-node job has the cluster to itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
+import random
 import shutil
-import socket
+import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import FRAMEWORKS, run_python
+from conftest import FRAMEWORKS, run_cli, run_python
 
 SLURM_SCRIPTS = Path(__file__).parent / "slurm"
+TRAIN = ["--epochs", "16", "--batch_size", "16", "--hidden_size", "16", "--log_every_n_steps", "5"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on now, for the cluster's slurmctld and slurmd (not the system's 6817/6818)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster() -> Iterator[None]:
     if os.geteuid() != 0:
-        pytest.skip("starting a SLURM cluster needs root (the daemons, apt-get)")
+        pytest.skip("starting a SLURM cluster needs root (namespaces, the daemons, apt-get)")
     # short, under /tmp: munged's socket path in it must stay under 108 bytes
-    base = tempfile.mkdtemp(prefix="dls-slurm-", dir="/tmp")
-    env = {**os.environ, "SLURM_BASE": base}
-    env["SLURMCTLD_PORT"], env["SLURMD_PORT"] = map(str, free_ports(2))
+    base = tempfile.mkdtemp(prefix="dls2n-", dir="/tmp")
+    env = {
+        **os.environ,
+        "SLURM2N_BASE": base,
+        "SLURM2N_PREFIX": f"t{random.randrange(16**6):06x}",  # namespaces and links of its own
+        "SLURM2N_SUBNET": f"10.{random.randrange(232, 250)}.{random.randrange(256)}",
+    }
 
-    def script(name: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    def script(name: str, timeout: float, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(SLURM_SCRIPTS / name)], env=env, capture_output=True, text=True, timeout=timeout
+            ["bash", str(SLURM_SCRIPTS / name)],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     try:
-        started = script("start-slurm.sh", timeout=900)
+        started = script("start-slurm-2node.sh", timeout=900)
         if started.returncode == 3:  # SLURM is missing and there is no apt-get to install it
             pytest.skip(started.stderr.strip())
         assert started.returncode == 0, started.stdout + started.stderr
-        # its last line is `export SLURM_CONF=...`; the subprocesses of the tests inherit it
-        name, _, conf = shlex.split(started.stdout.strip().splitlines()[-1])[-1].partition("=")
-        assert name == "SLURM_CONF" and Path(conf).is_file(), started.stdout
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("SLURM_CONF", conf)
+        with pytest.MonkeyPatch.context() as patch:  # the tests' subprocesses and the jobs inherit both
+            patch.setenv("SLURM_CONF", f"{base}/slurm.conf")
+            patch.setenv("PATH", f"{base}/bin:{os.environ['PATH']}")
             yield
     finally:
-        script("stop-slurm.sh", timeout=120)
+        script("stop-slurm-2node.sh", timeout=180, PURGE="1")
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -76,43 +73,104 @@ def squeue(job: str) -> list[str]:
     return result.stdout.split("\n") if result.stdout.strip() else []
 
 
-def wait_for(condition, what: str, timeout: float = 300) -> None:
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_preempted_array_task_requeues_and_resumes(slurm_cluster: None, new_project, framework: str) -> None:
-    root = new_project(f"slurm_{framework}", framework=framework).root
-    train_args = ["--epochs", "24", "--batch_size", "16", "--hidden_size", "16"]
-    submit = run_python(
-        ["scripts/sweep.py", "task1", "--grid", "seed=0,1", "--slurm", "--time", "10", "--", *train_args],
-        cwd=root,
-    )
-    assert submit.returncode == 0, submit.stdout + submit.stderr
-    job = submit.stdout.split("submitted job array ")[1].split()[0]
-    script = next((root / "experiments" / "task1" / "slurm").glob("sweep-*.sbatch")).read_text()
-    assert "#SBATCH --array=0-1" in script and "#SBATCH --signal=B:USR1@" in script
+def submit(root: Path, *args: str) -> str:
+    """sweep.py --slurm over two nodes, one process on each; returns the job array's id."""
+    command = ["scripts/sweep.py", "task1", "--slurm", "--nodes", "2", "--time", "10", *args]
+    result = run_python(command, cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.split("submitted job array ")[1].split()[0]
 
-    results = root / "experiments" / "task1" / "results"
-    preempted = results / "batch_size-16_epochs-24_hidden_size-16_seed-0"
-    checkpoint = preempted / "checkpoints" / ("last.ckpt" if framework == "lightning" else "last.pt")
-    wait_for(checkpoint.exists, "the first checkpoint of array task 0")
-    # what SLURM does before a time limit or a preemption, as the notes on these machines verified
-    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], check=True)
+
+def rank_record(run_dir: Path, rank: int) -> dict:
+    path = run_dir / "ranks" / f"{rank}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def status_row(root: Path, run_dir: Path) -> str:
+    result = run_cli("status", cwd=root)
+    assert result.exit_code == 0, result.output
+    return next(line for line in result.output.splitlines() if f" {run_dir.name} " in line)
+
+
+def final_weights_differ(root: Path, framework: str, first: Path, second: Path) -> float:
+    """The largest difference between two runs' final weights, read by the project's Python."""
+    name, key = ("last.ckpt", "state_dict") if framework == "lightning" else ("last.pt", "model")
+    code = (
+        "import sys, torch\n"
+        f"a, b = (torch.load(p, weights_only=True)[{key!r}] for p in sys.argv[1:])\n"
+        "assert a.keys() == b.keys()\n"
+        "print(max((a[k].double() - b[k].double()).abs().max().item() for k in a))\n"
+    )
+    paths = [str(run / "checkpoints" / name) for run in (first, second)]
+    result = run_python(["-c", code, *paths], cwd=root)
+    assert result.returncode == 0, result.stderr
+    return float(result.stdout)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_two_node_run_preempted_requeues_and_resumes_exactly(
+    slurm_cluster: None, new_project, framework: str
+) -> None:
+    root = new_project(f"nodes_{framework}", framework=framework).root
+    # one run twice, in two results directories: array task 0 is preempted, task 1 is not
+    preempted, reference = root / "experiments" / "task1" / "results", root / "reference"
+    job = submit(root, "--grid", f"results_dir={preempted},{reference}", "--", *TRAIN)
+    script = next((root / "experiments" / "task1" / "slurm").glob("sweep-*.sbatch")).read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --signal=USR1@" in script and " exec srun " in script
+    run_dir = preempted / "batch_size-16_epochs-16_hidden_size-16_seed-0"
+
+    wait_for(lambda: (run_dir / "progress.json").exists(), "the first epoch of the preempted run")
+    row = status_row(root, run_dir)
+    assert " running " in row and "n1, n2 (2 processes)" in row, row
+    # what SLURM does before a time limit or a preemption: SIGUSR1 to every process of the job
+    subprocess.run(["scancel", "--signal=USR1", f"{job}_0"], check=True)
     wait_for(lambda: not squeue(job), "the array to finish")
 
-    for seed in (0, 1):
-        run_dir = results / f"batch_size-16_epochs-24_hidden_size-16_seed-{seed}"
-        assert (run_dir / "finished.out").exists(), sorted(path.name for path in run_dir.iterdir())
-    history = json.loads((preempted / "manifest.json").read_text())["history"]
+    for run in (run_dir, reference / run_dir.name):
+        assert (run / "finished.out").exists(), sorted(path.name for path in run.iterdir())
+    history = json.loads((run_dir / "manifest.json").read_text())["history"]
     assert [event["event"] for event in history] == ["start", "interrupted", "resume", "finished"]
-    assert history[1]["signal"] == "SIGUSR1"
-    assert history[2]["slurm"]["SLURM_RESTART_COUNT"] == "1"
-    assert history[2]["slurm"]["SLURM_ARRAY_TASK_ID"] == "0"
-    assert history[1]["step"] > 0  # resumed from where it stopped, not from scratch
+    assert history[1]["signal"] == "SIGUSR1" and history[1]["step"] > 0
+    assert history[2]["slurm"]["SLURM_RESTART_COUNT"] == "1"  # requeued once, by rank 0
+    for event in history[0], history[2]:
+        assert event["world_size"] == 2 and event["nodes"] == ["n1", "n2"] and event["ranks"] == ["n1", "n2"]
+    assert all(rank_record(run_dir, rank)["ended"] == "finished" for rank in (0, 1))
     log = (root / "experiments" / "task1" / "slurm" / f"{job}_0.out").read_text()
-    assert "requeued" in log and "resuming" in log
-    assert "resumed from" in log
+    assert log.count("requeued") == 1 and "resumed from" in log
+    # the same final weights as the run never stopped, on the same two ranks
+    difference = final_weights_differ(root, framework, run_dir, reference / run_dir.name)
+    assert difference <= (1e-6 if framework == "lightning" else 0.0), difference
+    assert " finished " in status_row(root, run_dir)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_killed_rank_ends_the_job_with_failed_out_naming_it(
+    slurm_cluster: None, new_project, framework: str
+) -> None:
+    root = new_project(f"killed_{framework}", framework=framework).root
+    job = submit(root, "--", "--epochs", "400", "--batch_size", "16", "--hidden_size", "16")
+    run_dir = root / "experiments" / "task1" / "results" / "batch_size-16_epochs-400_hidden_size-16_seed-0"
+    wait_for(lambda: (run_dir / "progress.json").exists(), "the first epoch")
+    victim = rank_record(run_dir, 1)
+    assert victim["host"] == "n2" and rank_record(run_dir, 0)["host"] == "n1"
+    lock = json.loads((run_dir / "run.lock").read_text())
+    assert lock["world_size"] == 2 and lock["nodes"] == ["n1", "n2"] and lock["slurm_job_id"] == f"{job}_0"
+
+    os.kill(victim["pid"], signal.SIGKILL)  # as the out-of-memory killer would
+    killed = time.monotonic()
+    wait_for(lambda: (run_dir / "failed.out").exists(), "failed.out", timeout=120)
+    noticed = time.monotonic() - killed
+    wait_for(lambda: not squeue(job), "the job to end", timeout=120)
+    failed = json.loads((run_dir / "failed.out").read_text())
+    assert failed["reason"].startswith(f"rank 1 on n2 (pid {victim['pid']})"), failed["reason"]
+    assert noticed < 60, noticed  # the rank's silence, not a collective's ten-minute timeout
+    assert not (run_dir / "run.lock").exists()
+    row = status_row(root, run_dir)
+    assert " failed " in row and "rank 1 on n2" in row, row

@@ -209,8 +209,16 @@ def test_liveness_of_locks_from_this_host_other_hosts_and_slurm(
     os.utime(results / "silent-elsewhere" / "run.lock", (ten_minutes_ago, ten_minutes_ago))
     write(results / "slurm-running" / "run.lock", {"pid": 5, "host": "node-8", "slurm_job_id": "77"})
     write(results / "slurm-gone" / "run.lock", {"pid": 5, "host": "node-8", "slurm_job_id": "78"})
+    array_task = {"pid": 5, "host": "n1", "slurm_job_id": "80_1", "world_size": 8, "nodes": ["n1", "n2"]}
+    write(results / "slurm-array-task" / "run.lock", array_task)
+    # rank 0 still beats, rank 1 stopped without saying it ended: its node died
+    write(results / "rank-silent" / "run.lock", {"pid": 5, "host": "node-7", "world_size": 2})
+    write(results / "rank-silent" / "ranks" / "1.json", {"rank": 1, "host": "node-9", "ended": None})
+    os.utime(results / "rank-silent" / "ranks" / "1.json", (ten_minutes_ago, ten_minutes_ago))
     bin_dir = tmp_path / "bin"
-    write(bin_dir / "squeue", "#!/bin/sh\necho '77 RUNNING'\necho '79 PENDING'\n")
+    # job id, as the job calls itself (an array task: array_task), state
+    jobs = ["77 77 RUNNING", "79 79 PENDING", "81 80_1 RUNNING"]
+    write(bin_dir / "squeue", "#!/bin/sh\n" + "".join(f"echo '{job}'\n" for job in jobs))
     (bin_dir / "squeue").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
@@ -223,6 +231,10 @@ def test_liveness_of_locks_from_this_host_other_hosts_and_slurm(
     assert runs["slurm-running"]["state"] == "running"
     assert runs["slurm-gone"]["state"] == "interrupted"
     assert runs["slurm-gone"]["reason"] == "SLURM job 78 ended (gone) without a flag"
+    assert runs["slurm-array-task"]["state"] == "running"
+    assert runs["rank-silent"]["state"] == "running"
+    assert runs["rank-silent"]["reason"].startswith("pid 5 on node-7; rank 1 on node-9 silent for 6")
+    assert runs["slurm-array-task"]["reason"] == "SLURM job 80_1 on n1, n2 (8 processes)"
 
 
 def test_directories_in_place_of_files_and_huge_metrics_are_reported(cli, new_project) -> None:

@@ -9,6 +9,7 @@ be running by ``squeue``; anywhere else, the heartbeat must be recent.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 STALE_S = 300.0  # the protocol's heartbeat is 30 s: ten missed beats is a dead process
+RANK_SILENT_S = 10.0  # each rank of a run over several processes beats every 3 s
 ACTIVE_JOB_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "RESIZING"})
 
 
@@ -31,14 +33,20 @@ class SlurmJobs:
         if shutil.which("squeue") is None:
             return None
         try:
+            # %A: the job's own id; %i: an array task's as the protocol records it, 12_3
             result = subprocess.run(
-                ["squeue", "--noheader", "--format=%A %T"], capture_output=True, text=True, timeout=15
+                ["squeue", "--noheader", "--format=%A %i %T"], capture_output=True, text=True, timeout=15
             )
         except (OSError, subprocess.TimeoutExpired):
             return None
         if result.returncode != 0:
             return None
-        return dict(line.split(maxsplit=1) for line in result.stdout.splitlines() if len(line.split()) == 2)
+        states = {}
+        for line in result.stdout.splitlines():
+            if len(line.split()) == 3:
+                job, name, state = line.split()
+                states[job] = states[name] = state
+        return states
 
     def state(self, job_id: str) -> str | None:
         """The job's state; ``"GONE"`` if SLURM no longer lists it; ``None`` if SLURM cannot tell."""
@@ -55,7 +63,7 @@ def lock_state(lock: Path, owner: dict[str, Any], jobs: SlurmJobs) -> tuple[str,
         if state is not None and state not in ACTIVE_JOB_STATES:
             return "interrupted", f"SLURM job {job} ended ({state.lower()}) without a flag"
         if state is not None:
-            return "running", f"SLURM job {job} on {host}"
+            return "running", f"SLURM job {job} on {where(owner)}"
     if host == socket.gethostname():
         if not pid_alive(pid):
             return "interrupted", f"process {pid} died without a flag (killed?)"
@@ -72,6 +80,29 @@ def lock_state(lock: Path, owner: dict[str, Any], jobs: SlurmJobs) -> tuple[str,
     if silent < -STALE_S:  # touched "in the future": that host's clock is ahead; it beats, so it lives
         return "running", f"pid {pid} on {host} (its heartbeat is dated ahead of this clock)"
     return "running", f"pid {pid} on {host}"
+
+
+def where(owner: dict[str, Any]) -> str:
+    """``n1``; for a run over several processes ``n1, n2 (8 processes)``."""
+    nodes, world_size = owner.get("nodes"), owner.get("world_size")
+    if not (isinstance(nodes, list) and nodes and all(isinstance(node, str) for node in nodes)):
+        return str(owner["host"])
+    shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
+    return f"{shown} ({world_size} processes)" if isinstance(world_size, int) else shown
+
+
+def silent_ranks(run_dir: Path, silent_s: float = RANK_SILENT_S) -> list[str]:
+    """Ranks of a run over several processes whose files stopped beating without saying they ended."""
+    found = []
+    for path in sorted(run_dir.glob("ranks/*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            silent = time.time() - path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("ended") is None and silent > silent_s:
+            found.append(f"rank {record.get('rank')} on {record.get('host')} silent for {silent:.0f} s")
+    return found
 
 
 def pid_alive(pid: int) -> bool:

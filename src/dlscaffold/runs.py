@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dlscaffold import files
-from dlscaffold.liveness import SlurmJobs, lock_state
+from dlscaffold.liveness import SlurmJobs, lock_state, silent_ranks
 
 FLAGS = {"finished.out": "finished", "interrupted.out": "interrupted", "failed.out": "failed"}
 LOCK = "run.lock"
@@ -194,7 +194,10 @@ def _lock_state(lock: Path, jobs: SlurmJobs) -> tuple[str, str | None]:
     if pid is None or pid <= 0 or host is None:
         return "incomplete", f"{LOCK} is malformed"
     state, reason = lock_state(lock, {**owner, "pid": pid, "host": host}, jobs)
-    return state, reason
+    silent = silent_ranks(lock.parent) if state == "running" else []
+    if silent:  # rank 0 lives, waiting on a rank that died: the run fails when its wait times out
+        reason = "; ".join([reason or "running", *silent])
+    return state, _printable(reason) if reason else None  # the lock and rank files may hold anything
 
 
 def _take_metric(status: RunStatus, source: dict[str, Any]) -> None:
