@@ -157,6 +157,12 @@ BAD_OPTIONS = [
     pytest.param(["--workers", "two"], "argument --workers", id="workers-text"),
     pytest.param(["--gpus_per_task", "-1"], "argument --gpus_per_task", id="gpus"),
     pytest.param(["--cpus_per_task", "0"], "argument --cpus_per_task", id="cpus"),
+    pytest.param(["--nodes", "0"], "argument --nodes", id="nodes"),
+    pytest.param(["--tasks_per_node", "0"], "argument --tasks_per_node", id="tasks"),
+    pytest.param(["--gpus_per_node", "-2"], "argument --gpus_per_node", id="gpus-per-node"),
+    pytest.param(
+        ["--gpus_per_node", "4", "--gpus_per_task", "1"], "not allowed with argument", id="gpus-twice"
+    ),
     pytest.param(["--warning_seconds", "-5"], "argument --warning_seconds", id="warning-negative"),
     pytest.param(["--warning_seconds", "70000"], "at most 65535", id="warning-too-long"),
     pytest.param(["--time", "1:00:00\n#SBATCH --wrap=id"], "'1:00:00\\n#SBATCH", id="time-newline"),
@@ -313,3 +319,31 @@ def test_a_run_that_cannot_launch_is_reported_and_the_others_go_on(project: Path
     assert "Traceback" not in result.stderr
     assert all(f"could not launch {name}: " in result.stderr for name in names), result.stderr
     assert result.stdout.count("incomplete") == 2
+
+
+def test_nodes_without_slurm_are_refused(project: Path) -> None:
+    assert_refused(project, ["--nodes", "2", "--", *TINY], "describe SLURM jobs: add --slurm")
+
+
+@pytest.mark.parametrize("framework", ["pytorch", "lightning"])
+def test_a_job_over_nodes_starts_one_process_per_gpu_on_each(
+    tmp_path_factory: pytest.TempPathFactory, sbatch_record: Path, framework: str
+) -> None:
+    folder = tmp_path_factory.mktemp("layout")
+    root = create_project({"project_name": "layout", "framework": framework}, folder, use_git=False).root
+    layout = ["--slurm", "--nodes", "2", "--gpus_per_node", "4"]
+    result = sweep(root, "--grid", "seed=0,1", *layout, "--", *TINY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = Path(sbatch_record.read_text().splitlines()[1]).read_text()
+    header = [line for line in text.splitlines() if line.startswith("#SBATCH ")]
+    for line in ["--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--array=0-1"]:
+        assert f"#SBATCH {line}" in header, header
+    assert not any("gpus-per-task" in line for line in header)
+    commands = [shlex.split(line)[1:-1] for line in text.splitlines() if line.startswith("  ")]  # 0) ... ;;
+    assert all(command[:2] == ["exec", "srun"] for command in commands), commands
+    # Lightning learns the layout from its options; plain PyTorch from srun's variables
+    told = ["--devices 4 --num_nodes 2" in shlex.join(command) for command in commands]
+    assert told == [framework == "lightning"] * 2, commands
+    if framework == "lightning":
+        clash = ["--grid", "seed=0", *layout, "--", *TINY, "--devices", "2"]
+        assert_refused(root, clash, "--devices follow from --tasks_per_node and --nodes")
