@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -174,3 +176,25 @@ def test_a_killed_rank_ends_the_job_with_failed_out_naming_it(
     assert not (run_dir / "run.lock").exists()
     row = status_row(root, run_dir)
     assert " failed " in row and "rank 1 on n2" in row, row
+
+
+def test_lightning_under_torchrun_in_an_allocation_keeps_torchrun_ranks(
+    slurm_cluster: None, new_project
+) -> None:
+    """In a job of one task per node, Lightning would take torchrun's two processes for SLURM's one."""
+    root = new_project("torchrun_lightning", framework="lightning").root
+    train = ["--epochs", "2", "--batch_size", "16", "--hidden_size", "16", "--run_name", "elastic"]
+    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["experiments/task1/train.py", *train, *ddp]
+    log = root / "torchrun.out"
+    wrap = f"cd {shlex.quote(str(root))} && exec {shlex.join(command)}"
+    sbatch = ["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=1", f"--output={log}", "--wrap", wrap]
+    result = subprocess.run(sbatch, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: not squeue(result.stdout.strip()), "the job to end")
+    run_dir = root / "experiments" / "task1" / "results" / "elastic"
+    assert (run_dir / "finished.out").exists(), log.read_text()
+    start = json.loads((run_dir / "manifest.json").read_text())["history"][0]
+    assert start["world_size"] == 2 and start["ranks"] == ["n1", "n1"]
+    assert [rank_record(run_dir, rank)["ended"] for rank in (0, 1)] == ["finished", "finished"]
