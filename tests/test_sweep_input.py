@@ -158,6 +158,7 @@ BAD_OPTIONS = [
     pytest.param(["--gpus_per_task", "-1"], "argument --gpus_per_task", id="gpus"),
     pytest.param(["--cpus_per_task", "0"], "argument --cpus_per_task", id="cpus"),
     pytest.param(["--nodes", "0"], "argument --nodes", id="nodes"),
+    pytest.param(["--nodes", "2", "--gpus_per_task", "1"], "use --gpus_per_node", id="gpus-per-task-ddp"),
     pytest.param(["--tasks_per_node", "0"], "argument --tasks_per_node", id="tasks"),
     pytest.param(["--gpus_per_node", "-2"], "argument --gpus_per_node", id="gpus-per-node"),
     pytest.param(

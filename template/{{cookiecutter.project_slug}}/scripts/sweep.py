@@ -308,6 +308,9 @@ def check_layout(args: argparse.Namespace, train_args: list[str], grid: dict[str
         raise SweepError("--nodes, --tasks_per_node and --gpus_per_node describe SLURM jobs: add --slurm")
     if not args.slurm:
         return
+    if args.gpus_per_task and args.nodes * tasks_per_node(args) > 1:
+        # SLURM would bind one GPU to each process, and a rank would look for its GPU by LOCAL_RANK
+        raise SweepError("--gpus_per_task is for a run of one process: use --gpus_per_node")
     given = [arg.partition("=")[0] for arg in train_args] + [f"--{name}" for name in grid]
     clash = sorted(set(given) & set(LAYOUT_OPTIONS))
     if clash:
