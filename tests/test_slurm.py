@@ -160,8 +160,10 @@ def test_a_killed_rank_ends_the_job_with_failed_out_naming_it(
     job = submit(root, "--", "--epochs", "400", "--batch_size", "16", "--hidden_size", "16")
     run_dir = root / "experiments" / "task1" / "results" / "batch_size-16_epochs-400_hidden_size-16_seed-0"
     wait_for(lambda: (run_dir / "progress.json").exists(), "the first epoch")
-    victim = rank_record(run_dir, 1)
-    assert victim["host"] == "n2" and rank_record(run_dir, 0)["host"] == "n1"
+    # rank 1 dies under rank 0, which keeps the books; rank 0 dies under rank 1, which then does
+    victim_rank, host = (1, "n2") if framework == "pytorch" else (0, "n1")
+    victim = rank_record(run_dir, victim_rank)
+    assert victim["host"] == host and rank_record(run_dir, 1 - victim_rank)["host"] != host
     lock = json.loads((run_dir / "run.lock").read_text())
     assert lock["world_size"] == 2 and lock["nodes"] == ["n1", "n2"] and lock["slurm_job_id"] == f"{job}_0"
 
@@ -171,11 +173,12 @@ def test_a_killed_rank_ends_the_job_with_failed_out_naming_it(
     noticed = time.monotonic() - killed
     wait_for(lambda: not squeue(job), "the job to end", timeout=120)
     failed = json.loads((run_dir / "failed.out").read_text())
-    assert failed["reason"].startswith(f"rank 1 on n2 (pid {victim['pid']})"), failed["reason"]
+    named = f"rank {victim_rank} on {host} (pid {victim['pid']})"
+    assert failed["reason"].startswith(named), failed["reason"]
     assert noticed < 60, noticed  # the rank's silence, not a collective's ten-minute timeout
     assert not (run_dir / "run.lock").exists()
     row = status_row(root, run_dir)
-    assert " failed " in row and "rank 1 on n2" in row, row
+    assert " failed " in row and f"rank {victim_rank} on {host}" in row, row
 
 
 def test_lightning_under_torchrun_in_an_allocation_keeps_torchrun_ranks(

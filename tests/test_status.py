@@ -215,6 +215,9 @@ def test_liveness_of_locks_from_this_host_other_hosts_and_slurm(
     write(results / "rank-silent" / "run.lock", {"pid": 5, "host": "node-7", "world_size": 2})
     write(results / "rank-silent" / "ranks" / "1.json", {"rank": 1, "host": "node-9", "ended": None})
     os.utime(results / "rank-silent" / "ranks" / "1.json", (ten_minutes_ago, ten_minutes_ago))
+    (results / "rank-silent" / "ranks" / "2.json").mkdir()  # not a file: passed over
+    os.mkfifo(results / "rank-silent" / "ranks" / "3.json")  # would block a reader
+    write(results / "rank-silent" / "ranks" / "4.json", "[" * 100_000)  # would overflow a parser's stack
     bin_dir = tmp_path / "bin"
     # job id, as the job calls itself (an array task: array_task), state
     jobs = ["77 77 RUNNING", "79 79 PENDING", "81 80_1 RUNNING"]

@@ -159,6 +159,9 @@ BAD_OPTIONS = [
     pytest.param(["--cpus_per_task", "0"], "argument --cpus_per_task", id="cpus"),
     pytest.param(["--nodes", "0"], "argument --nodes", id="nodes"),
     pytest.param(["--nodes", "2", "--gpus_per_task", "1"], "use --gpus_per_node", id="gpus-per-task-ddp"),
+    pytest.param(
+        ["--gpus_per_node", "2", "--tasks_per_node", "4"], "one process per GPU", id="tasks-not-gpus"
+    ),
     pytest.param(["--tasks_per_node", "0"], "argument --tasks_per_node", id="tasks"),
     pytest.param(["--gpus_per_node", "-2"], "argument --gpus_per_node", id="gpus-per-node"),
     pytest.param(

@@ -9,7 +9,6 @@ be running by ``squeue``; anywhere else, the heartbeat must be recent.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 STALE_S = 300.0  # the protocol's heartbeat is 30 s: ten missed beats is a dead process
-RANK_SILENT_S = 10.0  # each rank of a run over several processes beats every 3 s
 ACTIVE_JOB_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "RESIZING"})
 
 
@@ -89,20 +87,6 @@ def where(owner: dict[str, Any]) -> str:
         return str(owner["host"])
     shown = ", ".join(nodes[:4]) + (f" and {len(nodes) - 4} more" if len(nodes) > 4 else "")
     return f"{shown} ({world_size} processes)" if isinstance(world_size, int) else shown
-
-
-def silent_ranks(run_dir: Path, silent_s: float = RANK_SILENT_S) -> list[str]:
-    """Ranks of a run over several processes whose files stopped beating without saying they ended."""
-    found = []
-    for path in sorted(run_dir.glob("ranks/*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            silent = time.time() - path.stat().st_mtime
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("ended") is None and silent > silent_s:
-            found.append(f"rank {record.get('rank')} on {record.get('host')} silent for {silent:.0f} s")
-    return found
 
 
 def pid_alive(pid: int) -> bool:

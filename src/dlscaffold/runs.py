@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dlscaffold import files
-from dlscaffold.liveness import SlurmJobs, lock_state, silent_ranks
+from dlscaffold.liveness import SlurmJobs, lock_state
 
 FLAGS = {"finished.out": "finished", "interrupted.out": "interrupted", "failed.out": "failed"}
 LOCK = "run.lock"
@@ -194,10 +194,37 @@ def _lock_state(lock: Path, jobs: SlurmJobs) -> tuple[str, str | None]:
     if pid is None or pid <= 0 or host is None:
         return "incomplete", f"{LOCK} is malformed"
     state, reason = lock_state(lock, {**owner, "pid": pid, "host": host}, jobs)
-    silent = silent_ranks(lock.parent) if state == "running" else []
+    silent = _silent_ranks(lock, owner.get("launch")) if state == "running" else []
     if silent:  # rank 0 lives, waiting on a rank that died: the run fails when its wait times out
         reason = "; ".join([reason or "running", *silent])
     return state, _printable(reason) if reason else None  # the lock and rank files may hold anything
+
+
+RANK_SILENT_S = 15.0  # each rank of a run over several processes touches its file every 3 s
+
+
+def _silent_ranks(lock: Path, launch: Any) -> list[str]:
+    """The ranks of this launch whose files stopped changing while rank 0's lock still beats.
+
+    Both dates come from the file system, so a host whose clock is off does not matter.
+    """
+    try:
+        beat = lock.stat().st_mtime
+    except OSError:
+        return []
+    found = []
+    for path in sorted((lock.parent / "ranks").glob("*.json")):
+        record = _read_json(path)
+        if not isinstance(record, dict) or record.get("launch") != launch or record.get("ended") is not None:
+            continue  # another launch's, malformed, or ended and said so
+        try:
+            silent = beat - path.lstat().st_mtime
+        except OSError:
+            continue
+        if silent > RANK_SILENT_S:
+            rank, host = _int(record.get("rank"), None), _text(record.get("host"))
+            found.append(f"rank {rank} on {host} silent for {silent:.0f} s")
+    return found
 
 
 def _take_metric(status: RunStatus, source: dict[str, Any]) -> None:

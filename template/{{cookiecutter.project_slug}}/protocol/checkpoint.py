@@ -50,6 +50,6 @@ def check_world_size(path: Path, saved: Any, current: int) -> None:
     """Refuse a checkpoint written by another number of processes, naming both (see OtherWorldSize)."""
     if isinstance(saved, int) and saved != current:  # older checkpoints do not say
         raise OtherWorldSize(
-            f"{path} was written by {saved} processes and this launch has {current}; "
-            f"launch it on {saved} to resume it, or with --force to train it again"
+            f"{path} was written by {saved} processes and this launch has {current}: "
+            f"launch it on {saved} to resume it"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import signal
@@ -11,6 +12,10 @@ from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# How long a rank waits in a collective (or for the others to join) before it gives up: a rank
+# that died, or a node gone, then ends the run instead of hanging it. Longer than the slowest
+# checkpoint save, which the other ranks wait for at a barrier.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
 
 
@@ -21,10 +26,16 @@ def is_rank_zero() -> bool:
     torchrun sets RANK; Lightning sets LOCAL_RANK and NODE_RANK on the processes
     it starts; a multi-task SLURM step numbers its tasks with SLURM_PROCID.
     """
-    ranks = [os.environ.get(key, "0") for key in ("RANK", "LOCAL_RANK", "NODE_RANK")]
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        ranks.append(os.environ.get("SLURM_PROCID", "0"))
-    return all(int(rank) == 0 for rank in ranks)
+    ranks = [env_int(key, 0) for key in ("RANK", "LOCAL_RANK", "NODE_RANK")]
+    if env_int("SLURM_NTASKS", 1) > 1:
+        ranks.append(env_int("SLURM_PROCID", 0))
+    return all(rank == 0 for rank in ranks)
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer from the environment; ``default`` when unset or not a number."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdecimal() else default
 
 
 def srun_layout() -> None:
@@ -33,22 +44,31 @@ def srun_layout() -> None:
     One process per task, started by SLURM on every node: RANK, WORLD_SIZE and
     LOCAL_RANK come from SLURM_PROCID, SLURM_STEP_NUM_TASKS and SLURM_LOCALID;
     MASTER_ADDR is the step's first node and MASTER_PORT follows from the job id,
-    so that two jobs sharing a node do not meet. Values set already (by the job
-    script, or torchrun itself) are kept. Outside such a step: nothing.
+    so that two jobs sharing a node do not meet. SLURM's values win over any the
+    environment holds already (sbatch passes on the login shell's). Under torchrun
+    and outside such a step: nothing.
     """
     if launched_by_torchrun() or not in_srun_step():
         return
-    os.environ["RANK"] = os.environ["SLURM_PROCID"]
-    os.environ["WORLD_SIZE"] = os.environ["SLURM_STEP_NUM_TASKS"]
-    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
-    os.environ.setdefault("MASTER_ADDR", first_host(os.environ.get("SLURM_STEP_NODELIST", "")))
-    os.environ.setdefault("MASTER_PORT", str(15000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 15000))
+    nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", "")
+    os.environ["RANK"] = str(env_int("SLURM_PROCID", 0))
+    os.environ["WORLD_SIZE"] = str(env_int("SLURM_STEP_NUM_TASKS", 1))
+    os.environ["LOCAL_RANK"] = str(env_int("SLURM_LOCALID", 0))
+    os.environ["MASTER_ADDR"] = first_host(nodes)
+    os.environ["MASTER_PORT"] = str(15000 + env_int("SLURM_JOB_ID", 0) % 15000)
 
 
 def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: ``gpu[003-005,9],cpu1`` -> ``gpu003``."""
-    match = re.match(r"([^,\[]*)(?:\[([^,\]-]*))?", nodelist)
-    return "".join(match.groups("")) if match and match.group(1) else "localhost"
+    """The first host of a SLURM node list: ``gpu[003-005,9],cpu1`` -> ``gpu003``,
+    ``rack[1-2]-node[01-04]`` -> ``rack1-node01``."""
+    depth, end = 0, len(nodelist)
+    for index, char in enumerate(nodelist):  # the first host's pattern ends at a comma outside []
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            end = index
+            break
+    first = re.sub(r"\[([^]]*)\]", lambda match: re.split("[,-]", match.group(1))[0], nodelist[:end])
+    return first or "localhost"
 
 
 def launched_by_torchrun() -> bool:
@@ -57,7 +77,19 @@ def launched_by_torchrun() -> bool:
 
 def in_srun_step() -> bool:
     """Whether this is one of several tasks of an ``srun`` step (a job's batch script is none)."""
-    return "SLURM_STEP_ID" in os.environ and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
+    return "SLURM_STEP_ID" in os.environ and env_int("SLURM_STEP_NUM_TASKS", 1) > 1
+
+
+def cancel_srun_step() -> None:
+    """End every task of this ``srun`` step, this one included, once a rank is gone: the ranks
+    still waiting on it in a collective would otherwise wait out their timeout."""
+    if not in_srun_step():
+        return  # torchrun ends its other workers itself when one fails
+    step = f"{os.environ.get('SLURM_JOB_ID', '')}.{os.environ.get('SLURM_STEP_ID', '')}"
+    try:
+        subprocess.run(["scancel", step], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # the collectives' timeout ends them instead
 
 
 def install_stop_handlers(on_stop: Callable[[str], None]) -> dict[int, Any]:

@@ -10,6 +10,7 @@ Under torchrun, rank 0 decides and keeps the books; every rank follows.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.cluster import (
+    cancel_srun_step,
     install_stop_handlers,
     is_rank_zero,
     requeue_if_slurm,
@@ -29,7 +31,7 @@ from protocol.files import describe_os_error, read_json, write_json
 from protocol.lock import acquire_lock, claiming, live_owner, release_lock, start_heartbeat
 from protocol.manifest import update_manifest
 from protocol.naming import hyperparameter_defaults, run_name
-from protocol.ranks import end, join, lost_ranks, start_beating
+from protocol.ranks import Lost, end, join, lost_ranks, start_beating
 from protocol.rundir import (
     Run,
     archive,
@@ -45,6 +47,7 @@ EXIT_LOCKED = 3
 EXIT_CONFLICT = 4
 
 Train = Callable[[Run], dict[str, float]]
+EXPECTED = (RunInterrupted, RunDiverged, CheckpointUnusable, KeyboardInterrupt)  # not a rank gone
 
 
 def launch(
@@ -81,8 +84,8 @@ def launch(
         return decision
     run.resuming = decision == "resume"
     previous_handlers = install_stop_handlers(run.request_stop)
-    if run.ranks:
-        start_beating(run.dir, run.ranks)  # how the others tell this rank died
+    if run.ranks:  # how the others tell this rank is gone, and how it watches them
+        start_beating(run.dir, run.ranks, lambda gone: _give_up(run, gone))
     if not is_rank_zero():
         try:
             return _train_on_other_rank(run, train)
@@ -97,6 +100,8 @@ def launch(
         stop_heartbeat()
         restore_handlers(previous_handlers)
         release_lock(run.dir)
+        if run.ranks and run.ranks.recorded:
+            cancel_srun_step()  # ranks still waiting on the one gone would wait out their timeout
 
 
 def claim(run: Run) -> str | int:
@@ -175,7 +180,7 @@ def share_from_rank_zero(decision: str | int | None) -> str | int | None:
 
 
 def _train_on_other_rank(run: Run, train: Train) -> int:
-    """Train as rank 0 does; rank 0 keeps the books, unless it died first."""
+    """Train as rank 0 does; rank 0 keeps the books, unless it is gone: then rank 1 says so."""
     try:
         train(run)
     except RunInterrupted:
@@ -186,7 +191,12 @@ def _train_on_other_rank(run: Run, train: Train) -> int:
         return EXIT_FAILED  # rank 0 says why
     except BaseException as error:
         _end_rank(run, f"{type(error).__name__}: {error}")
-        _record_for_lost_rank_zero(run, error)
+        if run.ranks and run.ranks.rank == 1 and not isinstance(error, EXPECTED):
+            run.ranks.watching = False  # this thread finds out now
+            gone, _ = lost_ranks(run.dir, run.ranks)
+            if 0 in gone and _record_gone(run, gone, error):
+                release_lock(run.dir)  # rank 0's, left by its death
+                cancel_srun_step()
         raise
     _end_rank(run, "finished")
     return 0
@@ -197,23 +207,34 @@ def _end_rank(run: Run, how: str) -> None:
         end(run.dir, run.ranks, how)
 
 
-def _record_for_lost_rank_zero(run: Run, error: BaseException) -> None:
-    """Rank 0 keeps the books; if it died, the first rank left writes ``failed.out`` instead."""
-    if not run.ranks or flag_state(run.dir):
-        return
-    lost = lost_ranks(run.dir, run.ranks)
-    if 0 not in lost or min(set(range(run.ranks.world_size)) - set(lost)) != run.ranks.rank:
-        return
+def _give_up(run: Run, gone: Lost) -> None:
+    """Called by the heartbeat thread: a watched rank fell silent while this one waits for it."""
+    if not _record_gone(run, gone, None):
+        return  # this process's own training records how the run ended
+    if is_rank_zero() or 0 in gone:
+        release_lock(run.dir)
+    _end_rank(run, "gave up on " + ", ".join(f"rank {rank}" for rank in gone))
+    cancel_srun_step()
+    os._exit(EXIT_FAILED)  # the training thread may wait in a collective that never returns
+
+
+def _record_gone(run: Run, gone: Lost, error: BaseException | None) -> bool:
+    """``failed.out`` naming the ranks gone, unless a flag says how the run ended already."""
+    assert run.ranks is not None
     here = f"rank {run.ranks.rank} on {run.ranks.hosts[run.ranks.rank]}"
-    reason = f"{'; '.join(lost.values())}; then {here}: {type(error).__name__}: {error}"
-    write_flag(
-        run.dir, "failed.out", reason=reason, lost_ranks=list(lost.values()), **progress_summary(run.dir)
-    )
-    manifest = read_json(run.dir / "manifest.json")
-    if isinstance(manifest, dict) and isinstance(manifest.get("history"), list):
-        update_manifest(run, "failed", manifest, reason=reason)
-    release_lock(run.dir)
+    then = f"{type(error).__name__}: {error}" if error else "gave up waiting for it"
+    reason = f"{'; '.join(gone.values())}; then {here}: {then}"
+    with run.ranks.recording:  # the heartbeat thread and the training thread: one of them records
+        if run.ranks.recorded or flag_state(run.dir):
+            return False
+        where = progress_summary(run.dir)
+        write_flag(run.dir, "failed.out", reason=reason, lost_ranks=list(gone.values()), **where)
+        manifest = read_json(run.dir / "manifest.json")
+        if isinstance(manifest, dict) and isinstance(manifest.get("history"), list):
+            update_manifest(run, "failed", manifest, reason=reason)
+        run.ranks.recorded = True
     print(f"[{run.name}] failed: {reason}", file=sys.stderr)
+    return True
 
 
 def _train_and_record(run: Run, train: Train) -> int:
@@ -255,14 +276,18 @@ def _train_and_record_unguarded(run: Run, train: Train) -> int:
     except CheckpointUnusable as error:
         return _record_unusable_checkpoint(run, manifest, error, before if flag == "failed" else None)
     except BaseException as error:  # whatever ends the run must leave its reason behind
-        known = (RunInterrupted, RunDiverged, KeyboardInterrupt)
-        lost = lost_ranks(run.dir, run.ranks) if run.ranks and not isinstance(error, known) else {}
-        if lost:  # another rank died or failed, and this one could not go on without it
-            return _record_failure(run, manifest, error, lost)
+        others: Lost = {}
+        if run.ranks and not isinstance(error, EXPECTED):  # a collective may have failed: why?
+            run.ranks.watching = False  # this thread finds out now
+            gone, others = lost_ranks(run.dir, run.ranks)
+            if gone:
+                _record_gone(run, gone, error)
+            if gone or run.ranks.recorded:  # (the heartbeat thread may have said it first)
+                return EXIT_FAILED
         if run.stop_signal is not None and not isinstance(error, RunDiverged):
             # RunInterrupted from the loop, or a framework's own exit on the same signal
             return _record_interruption(run, manifest, error)
-        return _record_failure(run, manifest, error)
+        return _record_failure(run, manifest, error, others)
     duration = round(time.monotonic() - started, 3)
     write_flag(run.dir, "finished.out", metrics=metrics, duration_s=duration, **progress_summary(run.dir))
     update_manifest(run, "finished", manifest, metrics=metrics)
@@ -309,11 +334,13 @@ def _record_unusable_checkpoint(
 
 
 def _record_failure(
-    run: Run, manifest: dict[str, Any], error: BaseException, lost: dict[int, str] | None = None
+    run: Run, manifest: dict[str, Any], error: BaseException, others: Lost | None = None
 ) -> int:
+    """``failed.out`` with the reason and traceback; ``others``: ranks that failed with errors too."""
     reason = f"{type(error).__name__}: {error}"
-    if lost and run.ranks:  # the rank that died first, then what it did to this one
-        reason = f"{'; '.join(lost.values())}; then rank 0 on {run.ranks.hosts[0]}: {reason}"
+    causes = [text for text in (others or {}).values() if f" failed: {type(error).__name__}: " not in text]
+    if causes and run.ranks:  # another rank's own error (out of memory), then the collective's here
+        reason = f"{'; '.join(causes)}; then rank 0 on {run.ranks.hosts[0]}: {reason}"
     lines = traceback.format_exception(type(error), error, error.__traceback__)
     write_flag(
         run.dir,
@@ -321,7 +348,7 @@ def _record_failure(
         reason=reason,
         diverged=isinstance(error, RunDiverged),
         traceback="".join(lines).splitlines(),
-        **({"lost_ranks": list(lost.values())} if lost else {}),
+        **({"other_ranks": list(others.values())} if others else {}),
         **progress_summary(run.dir),
     )
     update_manifest(run, "failed", manifest, reason=reason)

@@ -308,6 +308,8 @@ def check_layout(args: argparse.Namespace, train_args: list[str], grid: dict[str
         raise SweepError("--nodes, --tasks_per_node and --gpus_per_node describe SLURM jobs: add --slurm")
     if not args.slurm:
         return
+    if args.gpus_per_node and args.tasks_per_node not in (None, args.gpus_per_node):
+        raise SweepError("--tasks_per_node must equal --gpus_per_node: one process per GPU")
     if args.gpus_per_task and args.nodes * tasks_per_node(args) > 1:
         # SLURM would bind one GPU to each process, and a rank would look for its GPU by LOCAL_RANK
         raise SweepError("--gpus_per_task is for a run of one process: use --gpus_per_node")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import logging
 import os
 import warnings
@@ -27,7 +26,7 @@ from pytorch_lightning.plugins.environments import (
 )
 
 from protocol import Run
-from protocol.cluster import in_srun_step, launched_by_torchrun, srun_layout
+from protocol.cluster import COLLECTIVE_TIMEOUT, in_srun_step, launched_by_torchrun, srun_layout
 from protocol.lightning import AtomicCheckpointIO, RunProtocol, check_resumable, epoch_metrics
 from protocol.tracking import make_logger
 
@@ -40,12 +39,6 @@ EXPECTED_WARNINGS = (
     "Checkpoint directory .* exists and is not empty",  # a resumed run's, by design
     "Your `IterableDataset` has `__len__` defined",  # a ShardStream deals out shards to workers itself
 )
-
-
-# How long a rank waits in a collective (or for the others to join) before it gives up: a rank
-# that died, or a node gone, then ends the run instead of hanging it. Longer than the slowest
-# checkpoint save, which the other ranks wait for at a barrier.
-COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 
 
 @contextlib.contextmanager

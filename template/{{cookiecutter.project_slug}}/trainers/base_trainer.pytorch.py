@@ -7,7 +7,6 @@ them owns the loop.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,13 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from protocol.cluster import srun_layout
+from protocol.cluster import COLLECTIVE_TIMEOUT, srun_layout
 
 MetricsFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-# How long a rank waits in a collective (or for the others to join) before it gives up: a rank
-# that died, or a node gone, then ends the run instead of hanging it. Longer than the slowest
-# checkpoint save, which the other ranks wait for at a barrier.
-COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 AUTOCAST_DTYPES = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
