@@ -29,7 +29,7 @@ import pytest
 from conftest import FRAMEWORKS, run_cli, run_python
 
 SLURM_SCRIPTS = Path(__file__).parent / "slurm"
-TRAIN = ["--epochs", "16", "--batch_size", "16", "--hidden_size", "16", "--log_every_n_steps", "5"]
+TRAIN = ["--epochs", "8", "--batch_size", "16", "--hidden_size", "16", "--log_every_n_steps", "5"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -45,6 +45,7 @@ def slurm_cluster() -> Iterator[None]:
         "SLURM2N_BASE": base,
         "SLURM2N_PREFIX": f"t{random.randrange(16**6):06x}",  # namespaces and links of its own
         "SLURM2N_SUBNET": f"10.{random.randrange(232, 250)}.{random.randrange(256)}",
+        "CRED_EXPIRE": "5",  # how long a requeued job waits before it starts again: SLURM's least
     }
 
     def script(name: str, timeout: float, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -126,7 +127,7 @@ def test_two_node_run_preempted_requeues_and_resumes_exactly(
     job = submit(root, "--grid", f"results_dir={preempted},{reference}", "--", *TRAIN)
     script = next((root / "experiments" / "task1" / "slurm").glob("sweep-*.sbatch")).read_text()
     assert "#SBATCH --nodes=2" in script and "#SBATCH --signal=USR1@" in script and " exec srun " in script
-    run_dir = preempted / "batch_size-16_epochs-16_hidden_size-16_seed-0"
+    run_dir = preempted / "batch_size-16_epochs-8_hidden_size-16_seed-0"
 
     wait_for(lambda: (run_dir / "progress.json").exists(), "the first epoch of the preempted run")
     row = status_row(root, run_dir)

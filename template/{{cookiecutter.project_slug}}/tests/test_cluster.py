@@ -75,7 +75,7 @@ def test_the_first_host_of_a_node_list(nodes: str, first: str) -> None:
 def test_lost_ranks_are_named_with_their_host_and_what_became_of_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ranks_module, "SILENT_S", 1.0)
+    monkeypatch.setattr(ranks_module, "SILENT_S", 0.5)
     here = socket.gethostname()
     ranks = Ranks(rank=0, hosts=[here, here, here, "n7", "n8"], launch="this")
     dead = subprocess.Popen(["true"])
@@ -89,10 +89,10 @@ def test_lost_ranks_are_named_with_their_host_and_what_became_of_them(
     for rank, record in records.items():
         write_json(ranks.path(tmp_path, rank), {"rank": rank, "launch": "this", **record})
     with ThreadPoolExecutor() as pool:
-        waiting = pool.submit(lost_ranks, tmp_path, ranks, wait=3.0)
+        waiting = pool.submit(lost_ranks, tmp_path, ranks, wait=2.0)
         while not waiting.done():
             os.utime(ranks.path(tmp_path, 1))
-            time.sleep(0.2)
+            time.sleep(0.1)
         gone, failed = waiting.result()
     assert gone == {
         2: f"rank 2 on {here} (pid {dead.pid}) was killed (SIGKILL, out of memory?)",
@@ -108,12 +108,12 @@ def test_a_rank_that_beats_lives_whatever_its_clock_says(tmp_path: Path) -> None
     os.utime(path, (0, 0))  # dated 1970: a host whose clock is far off
     with ThreadPoolExecutor() as pool:
         waiting = pool.submit(lost_ranks, tmp_path, ranks)
-        time.sleep(1)
+        time.sleep(0.2)
         os.utime(path)  # a beat
         assert waiting.result() == ({}, {})
     # a file of an earlier launch tells nothing of this one
     write_json(path, {"rank": 1, "launch": "before", "host": "n2", "pid": 5, "ended": "x"})
-    assert lost_ranks(tmp_path, ranks, wait=1) == ({}, {})
+    assert lost_ranks(tmp_path, ranks, wait=0.5) == ({}, {})
 
 
 def test_the_watcher_names_a_rank_silent_too_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,7 @@ def distributed(accelerator: str = "auto") -> Iterator[None]:
     itself (``--devices 2`` on one machine) join it inside ``fit``, as always.
     """
     srun_layout()  # srun's tasks get RANK, WORLD_SIZE, LOCAL_RANK and a master as torchrun's do
+    # Lightning's own children have WORLD_SIZE but no RANK: they join inside fit
     started_outside = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
     if started_outside and not torch.distributed.is_initialized():
         gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
