@@ -144,7 +144,7 @@ def lost_ranks(run_dir: Path, ranks: Ranks, wait: float = SILENT_S + BEAT_S) -> 
                 if ended not in ("finished", "interrupted"):
                     failed[rank] = f"rank {rank} on {one_line(ranks.hosts[rank])} failed: {one_line(ended)}"
                 pending.remove(rank)
-            elif text := _gone(run_dir, ranks, rank, seen, SILENT_S):
+            elif text := _gone(run_dir, ranks, rank, seen, SILENT_S, record):
                 gone[rank] = text
                 pending.remove(rank)
             elif rank in seen and seen[rank].changed:  # it beat since the first look: alive
@@ -162,11 +162,14 @@ class Seen:
     changed: bool = False  # it changed since the first look: the rank beats
 
 
-def _gone(run_dir: Path, ranks: Ranks, rank: int, seen: dict[int, Seen], silent_s: float) -> str | None:
+def _gone(
+    run_dir: Path, ranks: Ranks, rank: int, seen: dict[int, Seen], silent_s: float, record: Any = None
+) -> str | None:
     """``rank 1 on n2 (pid 7) ...`` if that rank is gone: dead here, or its file unchanged for
-    ``silent_s``; ``None`` while it lives, once it ended, or while this cannot tell yet."""
+    ``silent_s``; ``None`` while it lives, once it ended, or while this cannot tell yet.
+    ``record``: the rank's file, if the caller read it already."""
     path = ranks.path(run_dir, rank)
-    record = read_json(path)
+    record = read_json(path) if record is None else record
     if not isinstance(record, dict) or record.get("launch") != ranks.launch or record.get("ended"):
         return None  # not started yet (its silence shows soon enough), or ended through Python
     pid, host = record.get("pid"), one_line(ranks.hosts[rank])
