@@ -38,6 +38,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 def slurm_cluster() -> Iterator[None]:
     if os.geteuid() != 0:
         pytest.skip("starting a SLURM cluster needs root (namespaces, the daemons, apt-get)")
+    tools = [tool for tool in ("ip", "nsenter", "unshare") if shutil.which(tool) is None]
+    if tools:
+        pytest.skip(f"the two-node cluster needs {', '.join(tools)} (iproute2, util-linux)")
+    probe = subprocess.run(["unshare", "--net", "--uts", "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:  # a container without the capability: not a failure of the project
+        pytest.skip(f"network namespaces are not allowed here: {probe.stderr.strip()}")
     # short, under /tmp: munged's socket path in it must stay under 108 bytes
     base = tempfile.mkdtemp(prefix="dls2n-", dir="/tmp")
     env = {
