@@ -27,7 +27,7 @@ from protocol.cluster import (
     signal_exit_code,
 )
 from protocol.errors import CheckpointUnusable, OtherWorldSize, RunDiverged, RunInterrupted
-from protocol.files import describe_os_error, read_json, write_json
+from protocol.files import describe_os_error, one_line, read_json, write_json
 from protocol.lock import acquire_lock, claiming, live_owner, release_lock, start_heartbeat
 from protocol.manifest import update_manifest
 from protocol.naming import hyperparameter_defaults, run_name
@@ -209,11 +209,16 @@ def _end_rank(run: Run, how: str) -> None:
 
 def _give_up(run: Run, gone: Lost) -> None:
     """Called by the heartbeat thread: a watched rank fell silent while this one waits for it."""
-    if not _record_gone(run, gone, None):
-        return  # this process's own training records how the run ended
-    if is_rank_zero() or 0 in gone:
-        release_lock(run.dir)
-    _end_rank(run, "gave up on " + ", ".join(f"rank {rank}" for rank in gone))
+    try:
+        if not _record_gone(run, gone, None):
+            return  # this process's own training records how the run ended
+        if is_rank_zero() or 0 in gone:
+            release_lock(run.dir)
+        _end_rank(run, "gave up on " + ", ".join(f"rank {rank}" for rank in gone))
+    except OSError as error:  # a full disk: the job ends all the same, without its record
+        print(f"[{run.name}] cannot record the ranks gone: {describe_os_error(error)}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
     cancel_srun_step()
     os._exit(EXIT_FAILED)  # the training thread may wait in a collective that never returns
 
@@ -284,8 +289,9 @@ def _train_and_record_unguarded(run: Run, train: Train) -> int:
                 _record_gone(run, gone, error)
             if gone or run.ranks.recorded:  # (the heartbeat thread may have said it first)
                 return EXIT_FAILED
-        if run.stop_signal is not None and not isinstance(error, RunDiverged):
-            # RunInterrupted from the loop, or a framework's own exit on the same signal
+        if run.stop_signal is not None and not isinstance(error, RunDiverged) and not others:
+            # RunInterrupted from the loop, or a framework's own exit on the same signal; not
+            # the launcher's SIGTERM after another rank failed, which would resume into its error
             return _record_interruption(run, manifest, error)
         return _record_failure(run, manifest, error, others)
     duration = round(time.monotonic() - started, 3)
@@ -338,7 +344,8 @@ def _record_failure(
 ) -> int:
     """``failed.out`` with the reason and traceback; ``others``: ranks that failed with errors too."""
     reason = f"{type(error).__name__}: {error}"
-    causes = [text for text in (others or {}).values() if f" failed: {type(error).__name__}: " not in text]
+    # another rank's own error first (out of memory, say), unless it is this one's too
+    causes = [text for text in (others or {}).values() if not text.endswith(f" failed: {one_line(reason)}")]
     if causes and run.ranks:  # another rank's own error (out of memory), then the collective's here
         reason = f"{'; '.join(causes)}; then rank 0 on {run.ranks.hosts[0]}: {reason}"
     lines = traceback.format_exception(type(error), error, error.__traceback__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import queue
@@ -16,7 +17,9 @@ import pytest
 from protocol import ranks as ranks_module
 from protocol.cluster import first_host, is_rank_zero, srun_layout
 from protocol.files import write_json
+from protocol.launch import _train_and_record  # how a run's end is recorded, without a process group
 from protocol.ranks import Ranks, lost_ranks
+from protocol.rundir import Run
 
 LAYOUT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
@@ -130,3 +133,31 @@ def test_the_watcher_names_a_rank_silent_too_long(tmp_path: Path, monkeypatch: p
     finally:
         watcher.stop.set()
     assert json.loads(watcher.path(tmp_path, 0).read_text())["ended"] is None  # it still beat
+
+
+@pytest.mark.parametrize(
+    "theirs, ours, reason",
+    [
+        (  # rank 1's own error, then the launcher's SIGTERM and a broken collective here
+            "RuntimeError: CUDA error: an illegal memory access was encountered",
+            RuntimeError("Connection closed by peer"),
+            "rank 1 on n2 failed: RuntimeError: CUDA error: an illegal memory access was encountered; "
+            "then rank 0 on n1: RuntimeError: Connection closed by peer",
+        ),
+        ("ValueError: a bug in the loop", ValueError("a bug in the loop"), "ValueError: a bug in the loop"),
+    ],
+)
+def test_a_rank_that_failed_first_is_the_reason_even_after_a_sigterm(
+    tmp_path: Path, theirs: str, ours: Exception, reason: str
+) -> None:
+    ranks = Ranks(rank=0, hosts=["n1", "n2"], launch="this")
+    run = Run(task="t", name="r", dir=tmp_path / "r", args=argparse.Namespace(), hparams={}, ranks=ranks)
+    write_json(ranks.path(run.dir, 1), {"rank": 1, "launch": "this", "host": "n2", "pid": 5, "ended": theirs})
+
+    def train(run: Run) -> dict[str, float]:
+        run.request_stop("SIGTERM")  # what torchrun or srun sends the ranks left
+        raise ours
+
+    assert _train_and_record(run, train) == 1
+    assert sorted(path.name for path in run.dir.glob("*.out")) == ["failed.out"]
+    assert json.loads((run.dir / "failed.out").read_text())["reason"] == reason
