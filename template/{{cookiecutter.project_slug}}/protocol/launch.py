@@ -95,8 +95,7 @@ def launch(
     try:
         return _train_and_record(run, train)
     finally:
-        if run.ranks:
-            end(run.dir, run.ranks, flag_state(run.dir) or "failed")
+        _end_rank(run, flag_state(run.dir) or "failed")
         stop_heartbeat()
         restore_handlers(previous_handlers)
         release_lock(run.dir)
@@ -212,7 +211,7 @@ def _give_up(run: Run, gone: Lost) -> None:
     try:
         if not _record_gone(run, gone, None):
             return  # this process's own training records how the run ended
-        if is_rank_zero() or 0 in gone:
+        if run.ranks and 0 in (run.ranks.rank, *gone):  # rank 0's lock: it is here, or gone
             release_lock(run.dir)
         _end_rank(run, "gave up on " + ", ".join(f"rank {rank}" for rank in gone))
     except OSError as error:  # a full disk: the job ends all the same, without its record
@@ -346,7 +345,7 @@ def _record_failure(
     reason = f"{type(error).__name__}: {error}"
     # another rank's own error first (out of memory, say), unless it is this one's too
     causes = [text for text in (others or {}).values() if not text.endswith(f" failed: {one_line(reason)}")]
-    if causes and run.ranks:  # another rank's own error (out of memory), then the collective's here
+    if causes and run.ranks:
         reason = f"{'; '.join(causes)}; then rank 0 on {run.ranks.hosts[0]}: {reason}"
     lines = traceback.format_exception(type(error), error, error.__traceback__)
     write_flag(
