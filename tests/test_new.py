@@ -28,6 +28,7 @@ EXPECTED_PATHS = [
     "trainers/base_trainer.py",
     "trainers/task1_trainer.py",
     "scripts/sweep.py",
+    "scripts/search.py",
     "tests/test_task1.py",
     "requirements.txt",
     "README.md",

@@ -112,7 +112,7 @@ def test_generated_project_declares_its_dependencies_once(new_project, framework
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     dependencies = pyproject["project"]["dependencies"]
     dev = pyproject["dependency-groups"]["dev"]  # uv syncs it by default
-    expected = {"torch", "numpy", "torchdata", "tqdm"}
+    expected = {"torch", "numpy", "torchdata", "tqdm", "optuna"}
     expected |= {"pytorch-lightning"} if framework == "lightning" else set()
     expected |= {"tensorboard": {"tensorboard"}, "csv": set(), "wandb": {"wandb"}}[tracker]
     assert {Requirement(line).name for line in dependencies} == expected

@@ -11,6 +11,7 @@ link and process after. Both nodes have one CPU: a two-node job has the cluster 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -208,3 +209,51 @@ def test_lightning_under_torchrun_in_an_allocation_keeps_torchrun_ranks(
     start = json.loads((run_dir / "manifest.json").read_text())["history"][0]
     assert start["world_size"] == 2 and start["ranks"] == ["n1", "n1"]
     assert [rank_record(run_dir, rank)["ended"] for rank in (0, 1)] == ["finished", "finished"]
+
+
+def test_a_search_on_two_array_tasks_survives_a_preemption(slurm_cluster: None, new_project) -> None:
+    """search.py --slurm --parallel 2: two array tasks, one per node, pull trials from one study;
+    the trial preempted in task 0 is checkpointed, the task requeued, the trial resumed."""
+    root = new_project("search_slurm", framework="pytorch").root
+    space = {"learning_rate": {"type": "float", "low": 1e-3, "high": 0.05, "log": True}}
+    (root / "space.json").write_text(json.dumps(space))
+    command = ["scripts/search.py", "task1", "--space", "space.json", "--trials", "4", "--pruner", "none"]
+    command += ["--slurm", "--parallel", "2", "--time", "10", "--", *TRAIN[2:], "--epochs", "3"]
+    submitted = run_python(command, cwd=root)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job = submitted.stdout.split("submitted job array ")[1].split(":")[0]
+    results = root / "experiments" / "task1" / "results"
+
+    def training_in_task_0() -> Path | None:
+        for run in results.glob("space-trial*"):
+            with contextlib.suppress(OSError, ValueError):
+                lock = json.loads((run / "run.lock").read_text())
+                if lock.get("slurm_job_id") == f"{job}_0" and (run / "progress.json").exists():
+                    return run
+        return None
+
+    wait_for(training_in_task_0, "a trial of array task 0 past its first epoch")
+    preempted = training_in_task_0()
+    assert preempted is not None
+    subprocess.run(["scancel", "--signal=USR1", f"{job}_0"], check=True)  # to the job step: train.py
+    summary = root / "experiments" / "task1" / "searches" / "space" / "trials.json"
+
+    def complete() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            trials = json.loads(summary.read_text())["trials"]
+            return len(trials) == 4 and all(trial["state"] == "complete" for trial in trials)
+        return False
+
+    wait_for(lambda: complete() and not squeue(job), "four complete trials and the array's end")
+    events = [entry["event"] for entry in json.loads((preempted / "manifest.json").read_text())["history"]]
+    assert events == ["start", "interrupted", "resume", "finished"], events
+    tasks = set()
+    for run in sorted(results.glob("space-trial*")):
+        assert (run / "finished.out").exists(), run
+        history = json.loads((run / "manifest.json").read_text())["history"]
+        tasks |= {entry["slurm"]["SLURM_ARRAY_TASK_ID"] for entry in history}
+    assert tasks == {"0", "1"}  # both array tasks trained trials
+    assert len(list(results.glob("space-trial*"))) == 4
+    status = run_cli("status", cwd=root)
+    line = next(line for line in status.output.splitlines() if line.split()[:2] == ["task1", "space"])
+    assert line.split()[2:6] == ["4/4", "4", "0", "0"], status.output

@@ -266,3 +266,41 @@ def test_runs_named_alike_with_other_hyperparameters_are_not_grouped(cli, new_pr
     assert (
         runs["foo_seed-2"]["group_size"] == 1 and runs["foo_seed-2"]["group"] != runs["foo_seed-0"]["group"]
     )
+
+
+def test_studies_are_shown_from_their_summary_hostile_entries_passed_over(cli, new_project) -> None:
+    """A search's trials.json, as scripts/search.py writes it, read without Optuna or torch."""
+    root = new_project().root
+    task = root / "experiments" / "task1"
+    results = task / "results"
+    trials = [
+        {"number": 0, "state": "complete", "value": 0.81, "params": {"lr": 0.01}, "run": "s-trial000"},
+        {"number": 1, "state": "pruned", "value": None, "params": {"lr": 1e-6}, "run": "s-trial001"},
+        {"number": 2, "state": "failed", "value": None, "params": {}, "run": "s-trial002", "reason": "OOM"},
+        {"number": 3, "state": "running", "value": None, "params": {}, "run": "s-trial003"},
+        {"number": 4, "state": "running", "value": None, "params": {}, "run": "s-trial004"},
+        {"number": 5, "state": "complete", "value": 0.93, "params": {"lr": "\x1b[31m"}, "run": "s-trial005"},
+        {"number": "6", "state": "complete", "value": 9.9, "run": "not counted: the number is text"},
+        {"number": 7, "state": "complete", "value": float("nan"), "params": [], "run": "s-trial007"},
+        "not an object",
+    ]
+    summary = {"metric": "val_acc", "direction": "maximize", "trials_wanted": 10, "trials": trials}
+    write(task / "searches" / "s" / "trials.json", json.dumps(summary).replace("NaN", '"NaN"'))
+    write(results / "s-trial003" / "run.lock", {"pid": os.getpid(), "host": socket.gethostname()})
+    write(results / "s-trial004" / "interrupted.out", {"state": "interrupted", "reason": "SIGTERM"})
+    write(
+        results / "s-trial001" / "pruned.out",
+        {"state": "pruned", "reason": "pruned by the search after epoch 1"},
+    )
+    write(task / "searches" / "broken" / "trials.json", "{not json")
+    write(task / "searches" / "fifo-free" / "trials.json", {"trials": "many"})
+    result = cli("status", str(root))
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    assert next(row for row in rows if "s-trial001" in row)[:3] == ["task1", "s-trial001", "pruned"]
+    study = next(row for row in rows if row[:2] == ["task1", "s"])
+    # done 4 of 10: complete 0, 5, 7 (its value unreadable) and pruned 1; running 3; 4 to resume
+    assert study[2:9] == ["4/10", "3", "1", "1", "1", "(+1", "to"], study
+    assert "val_acc=0.9300 (trial 5, s-trial005)" in " ".join(study)
+    assert not any(row[:2] in (["task1", "broken"], ["task1", "fifo-free"]) for row in rows)

@@ -286,7 +286,8 @@ def add_task(name: str, project_dir: Path | None, dry_run: bool) -> None:
 @click.option("--task", help="Only the runs of this task.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def status(project_dir: Path | None, task: str | None, as_json: bool) -> None:
-    """Show every run of every task: state, progress, main metric, failures.
+    """Show every run of every task: state, progress, main metric, failures;
+    then every hyperparameter search: trials done, pruned, failed, the best.
 
     Reads the run directories on disk only; works while runs are training.
     """
@@ -294,14 +295,18 @@ def status(project_dir: Path | None, task: str | None, as_json: bool) -> None:
 
     from dlscaffold.project import find_project
     from dlscaffold.runs import collect_runs, format_table
+    from dlscaffold.studies import collect_studies, format_studies
 
     project = find_project(project_dir or _here(), how_to_name="name it: dlscaffold status DIR")
     _check_task(project.root, task)
     runs = collect_runs(project.root, task)
     if as_json:
         click.echo(json.dumps([run.to_dict() for run in runs], indent=2, allow_nan=False))
-    else:
-        click.echo(format_table(runs))
+        return
+    click.echo(format_table(runs))
+    studies = collect_studies(project.root, runs, task)
+    if studies:
+        click.echo(f"\nSearches (scripts/search.py; a relaunch goes on):\n{format_studies(studies)}")
 
 
 @main.command()

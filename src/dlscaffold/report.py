@@ -10,6 +10,7 @@ not at all::
     results.csv                   the same numbers, one row per task, group and metric
     results.tex                   a booktabs tabular per task, names escaped for LaTeX
     curves_<task>_<metric>.png    per epoch: each group's mean over its seeds, shaded min..max
+    search_<task>_<study>.png     per search (scripts/search.py): each trial's value, and the best so far
 
 A group is the runs that differ only by their seed (:func:`dlscaffold.runs.seed_groups`).
 Only finished runs count in the tables; curves come from every run with a
@@ -35,6 +36,7 @@ from typing import Any
 
 from dlscaffold import files
 from dlscaffold.runs import RunStatus, collect_runs, seed_groups
+from dlscaffold.studies import Study, collect_studies
 
 HISTORY = "history.jsonl"
 FINISHED = "finished.out"
@@ -90,9 +92,11 @@ class Report:
 # ------------------------------------------------------------------ reading -----
 
 
-def collect_tasks(project_root: Path, task: str | None = None) -> list[TaskReport]:
+def collect_tasks(
+    project_root: Path, task: str | None = None, runs: list[RunStatus] | None = None
+) -> list[TaskReport]:
     """Every task's finished results and curves, from the run directories on disk."""
-    runs = collect_runs(project_root, task)
+    runs = collect_runs(project_root, task) if runs is None else runs
     by_task: dict[str, list[RunStatus]] = {}
     for run in runs:
         by_task.setdefault(run.task, []).append(run)
@@ -282,20 +286,25 @@ def _cell(group: GroupResult, metric: str) -> tuple[str, str, str] | None:
 
 def write_report(project_root: Path, out_dir: Path, task: str | None = None) -> Report:
     """Write ``report.md``, ``results.csv``, ``results.tex`` and the curves into ``out_dir``."""
-    tasks = collect_tasks(project_root, task)
+    all_runs = collect_runs(project_root, task)
+    tasks = collect_tasks(project_root, task, all_runs)
+    studies = collect_studies(project_root, all_runs, task)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     notes = []
-    if any(report.curves for report in tasks):
+    searched: dict[tuple[str, str], Path] | None = {}
+    if any(report.curves for report in tasks) or studies:
         plotted = write_plots(tasks, out_dir)
-        if plotted is None:
+        searched = write_search_plots(studies, out_dir)
+        if plotted is None or searched is None:
             notes.append(PLOTS_NEED)
         else:
-            written += plotted
+            written += plotted + list(searched.values())
     texts = {
         "results.csv": results_csv(tasks),
         "results.tex": results_tex(tasks),
-        "report.md": report_markdown(project_root.name, tasks, plots=not notes),
+        "report.md": report_markdown(project_root.name, tasks, plots=not notes)
+        + search_markdown(studies, searched or {}),
     }
     for name, text in texts.items():  # report.md last: what it links to exists by then
         files.write_text_atomic(out_dir / name, text)
@@ -530,3 +539,79 @@ def _png_name(task: str, metric: str, taken: set[str]) -> str:
         name, suffix = f"{stem}-{suffix}.png", suffix + 1
     taken.add(name)
     return name
+
+
+# ----------------------------------------------------------------- searches -----
+
+BEST_SHOWN = 5  # trials per study in the report's table
+
+
+def search_markdown(studies: list[Study], plots: dict[tuple[str, str], Path]) -> str:
+    """Per study: how far it went, its best trials, and the optimisation history."""
+    if not studies:
+        return ""
+    lines = ["", "## Searches", ""]
+    lines += ["Hyperparameter searches of `scripts/search.py`: each trial is a run of its own."]
+    for study in studies:
+        done = study.count("complete") + study.count("pruned")
+        wanted = f" of {study.wanted}" if study.wanted is not None else ""
+        lines += ["", f"### {_md_text(study.task)}: {_md_text(study.name)}", ""]
+        complete, pruned, failed = (study.count(state) for state in ("complete", "pruned", "failed"))
+        lines.append(
+            f"{done}{wanted} trials done ({complete} complete, {pruned} pruned), {failed} failed; "
+            f"{study.direction} {_code(study.metric)}, a trial's best epoch."
+        )
+        ranked = study.ranked()[:BEST_SHOWN]
+        if ranked:
+            lines += ["", f"| trial | {_md_text(study.metric)} | run | parameters |", "|---:|---:|---|---|"]
+            for trial in ranked:
+                params = ", ".join(f"{name}={value}" for name, value in trial.params.items())
+                value = format_number(trial.value) if trial.value is not None else "-"
+                lines.append(f"| {trial.number} | {value} | {_code(trial.run)} | {_md_text(params)} |")
+        png = plots.get((study.task, study.name))
+        if png is not None:
+            lines += ["", f"![{_md_text(study.name)}: optimisation history]({png.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_search_plots(studies: list[Study], out_dir: Path) -> dict[tuple[str, str], Path] | None:
+    """Per study, each complete trial's value by trial number and the best so far; ``None``
+    without matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return None
+    written = {}
+    taken: set[str] = set()
+    for study in studies:
+        points = [(trial.number, trial.value) for trial in study.trials if trial.value is not None]
+        if not points:
+            continue
+        points.sort()
+        pick = max if study.direction == "maximize" else min
+        best = [pick(value for _, value in points[: index + 1]) for index in range(len(points))]
+        figure = Figure(figsize=(8, 4), layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        numbers = [number for number, _ in points]
+        axes.scatter(numbers, [value for _, value in points], s=14, label="complete trial")
+        axes.step(numbers, best, where="post", color="C1", label="best so far")
+        title = f"{study.task}: {study.name} ({study.direction} {study.metric})"
+        axes.set(title=_mpl_text(title), xlabel="trial", ylabel=_mpl_text(study.metric))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        buffer = io.BytesIO()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                figure.savefig(buffer, format="png", dpi=110)
+        except (ValueError, OverflowError, ArithmeticError):  # values near 1e308: no axis fits
+            continue
+        name = _png_name(study.task, study.name, taken).replace("curves_", "search_", 1)
+        path = out_dir / name
+        files.write_bytes_atomic(path, buffer.getvalue())
+        written[(study.task, study.name)] = path
+    return written

@@ -1,7 +1,7 @@
 """The read side of the run-directory protocol, for ``dlscaffold status``.
 
 A generated project writes, per run, at most one flag file (``finished.out``,
-``interrupted.out``, ``failed.out``), a ``run.lock`` while a process trains it
+``interrupted.out``, ``failed.out``, ``pruned.out``), a ``run.lock`` while a process trains it
 and ``progress.json`` after each epoch. This module reads those files and
 nothing else: it never imports the project or torch, and a half-written or
 malformed file (wrong type, huge, a FIFO, NaN) is reported, never fatal; names
@@ -24,7 +24,12 @@ from typing import Any
 from dlscaffold import files
 from dlscaffold.liveness import SlurmJobs, lock_state
 
-FLAGS = {"finished.out": "finished", "interrupted.out": "interrupted", "failed.out": "failed"}
+FLAGS = {
+    "finished.out": "finished",
+    "interrupted.out": "interrupted",
+    "failed.out": "failed",
+    "pruned.out": "pruned",  # a search's trial its pruner stopped
+}
 LOCK = "run.lock"
 PROGRESS = "progress.json"
 SEED_PART = re.compile(r"seed-\d+")
@@ -34,7 +39,7 @@ SEED_PART = re.compile(r"seed-\d+")
 class RunStatus:
     task: str
     run: str
-    state: str  # finished, interrupted, failed, running or incomplete
+    state: str  # finished, interrupted, failed, pruned, running or incomplete
     location: Path = field(repr=False)  # the directory itself, its name unescaped
     epoch: int | None = None
     step: int | None = None
@@ -75,7 +80,7 @@ class SeedGroup:
 
 def task_names(project_root: Path) -> list[str]:
     """The tasks with a directory under ``experiments/``."""
-    return sorted(_printable(path.name) for path in _subdirs(project_root / "experiments"))
+    return sorted(printable(path.name) for path in subdirs(project_root / "experiments"))
 
 
 def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]:
@@ -83,10 +88,10 @@ def collect_runs(project_root: Path, task: str | None = None) -> list[RunStatus]
     experiments = project_root / "experiments"
     jobs = SlurmJobs()
     runs = []
-    for task_dir in sorted(_subdirs(experiments)):
-        if task is not None and _printable(task_dir.name) != task:
+    for task_dir in sorted(subdirs(experiments)):
+        if task is not None and printable(task_dir.name) != task:
             continue
-        for run_dir in sorted(_subdirs(task_dir / "results")):
+        for run_dir in sorted(subdirs(task_dir / "results")):
             runs.append(read_run(task_dir.name, run_dir, jobs))
     for group in seed_groups(runs):
         for run in group.members:
@@ -138,7 +143,7 @@ def _without_seed(run: RunStatus) -> str:
     return "_".join(parts) or "default"
 
 
-def _subdirs(path: Path) -> list[Path]:
+def subdirs(path: Path) -> list[Path]:
     try:
         return [entry for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
     except OSError:
@@ -148,15 +153,15 @@ def _subdirs(path: Path) -> list[Path]:
 def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStatus:
     """The state of one run directory, whatever condition its files are in."""
     status = RunStatus(
-        task=_printable(task),
-        run=_printable(run_dir.name),
+        task=printable(task),
+        run=printable(run_dir.name),
         state="incomplete",
-        path=_printable(str(run_dir)),
+        path=printable(str(run_dir)),
         location=run_dir,
     )
     flag_name = next((name for name in FLAGS if os.path.lexists(run_dir / name)), None)
-    flag = _read_json(run_dir / flag_name) if flag_name else None
-    progress = _read_json(run_dir / PROGRESS)
+    flag = read_json(run_dir / flag_name) if flag_name else None
+    progress = read_json(run_dir / PROGRESS)
     if flag_name:
         status.state = FLAGS[flag_name]
         if not isinstance(flag, dict):
@@ -174,7 +179,7 @@ def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStat
             status.epoch = _int(source.get("epoch"), status.epoch)
             status.step = _int(source.get("step"), status.step)
             _take_metric(status, source)
-    hparams = _read_json(run_dir / "hparams.json")
+    hparams = read_json(run_dir / "hparams.json")
     if isinstance(hparams, dict) and hparams:  # an empty one tells nothing: grouped by name then
         status.config = json.dumps(
             {key: value for key, value in hparams.items() if key != "seed"}, sort_keys=True
@@ -187,7 +192,7 @@ def read_run(task: str, run_dir: Path, jobs: SlurmJobs | None = None) -> RunStat
 
 
 def _lock_state(lock: Path, jobs: SlurmJobs) -> tuple[str, str | None]:
-    owner = _read_json(lock)
+    owner = read_json(lock)
     if not isinstance(owner, dict):
         return "running", "lock being written"
     pid, host = _int(owner.get("pid"), None), _text(owner.get("host"))
@@ -197,7 +202,7 @@ def _lock_state(lock: Path, jobs: SlurmJobs) -> tuple[str, str | None]:
     silent = _silent_ranks(lock, owner.get("launch")) if state == "running" else []
     if silent:  # rank 0 lives, waiting on a rank that died: the run fails when its wait times out
         reason = "; ".join([reason or "running", *silent])
-    return state, _printable(reason) if reason else None  # the lock and rank files may hold anything
+    return state, printable(reason) if reason else None  # the lock and rank files may hold anything
 
 
 RANK_SILENT_S = 15.0  # each rank of a run over several processes touches its file every 3 s
@@ -214,7 +219,7 @@ def _silent_ranks(lock: Path, launch: Any) -> list[str]:
         return []
     found = []
     for path in sorted((lock.parent / "ranks").glob("*.json")):
-        record = _read_json(path)
+        record = read_json(path)
         if not isinstance(record, dict) or record.get("launch") != launch or record.get("ended") is not None:
             continue  # another launch's, malformed, or ended and said so
         try:
@@ -234,7 +239,7 @@ def _take_metric(status: RunStatus, source: dict[str, Any]) -> None:
         return
     value = files.finite_number(metrics.get(name))
     if value is not None:
-        status.metric_name, status.metric = _printable(name), value
+        status.metric_name, status.metric = printable(name), value
 
 
 def _last_update(run_dir: Path, flag_name: str | None) -> str | None:
@@ -251,7 +256,7 @@ def _last_update(run_dir: Path, flag_name: str | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max(times)))
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return files.read_json(path)
     except files.UnreadableFile:
@@ -266,13 +271,13 @@ def _int(value: Any, fallback: int | None) -> int | None:
 
 
 def _text(value: Any) -> str | None:
-    return _printable(value) if isinstance(value, str) else None
+    return printable(value) if isinstance(value, str) else None
 
 
 MAX_SHOWN = 200
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """One line of plain text: undecodable bytes as U+FFFD, control characters escaped, long text cut."""
     if text.isprintable() and len(text) <= MAX_SHOWN:  # nearly always: no copy
         return text

@@ -13,6 +13,9 @@ and ``dlscaffold status`` read runs without it.
     manifest.py    how to reproduce a run
     options.py     the run-control options of train.py, and argparse checks
     grid.py        the input of scripts/sweep.py: --grid options and sweep files, checked
+    space.py       the input of scripts/search.py: a search space, checked
+    study.py       a search's study on disk: Optuna's journal, claims, settings (Optuna)
+    pruning.py     a search's trial reports each epoch to its pruner (Optuna, if a trial)
     launch.py      skip, resume or start a run, and record how it ended
     evaluation.py  what every eval.py does around the task's evaluate_checkpoint
     errors.py      how a run ends other than by finishing

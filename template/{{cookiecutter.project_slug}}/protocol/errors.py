@@ -13,6 +13,14 @@ class RunDiverged(Exception):
     """Raised by a training loop whose loss stopped being a finite number."""
 
 
+class RunPruned(Exception):
+    """Raised when a search's pruner stops a trial whose epochs fall behind the others': a final state."""
+
+
+class MetricMissing(LookupError):
+    """Raised when a search optimises a metric the run's epochs do not report: the search stops."""
+
+
 class CheckpointUnusable(Exception):
     """Raised when a run cannot resume from its ``last`` checkpoint: unreadable, or of another model."""
 

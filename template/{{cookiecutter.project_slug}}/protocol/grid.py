@@ -98,22 +98,22 @@ def read_sweep_file(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     return grid, [check_text(arg, f"{path}: args") for arg in args]
 
 
-def load_json(path: Path) -> Any:
+def load_json(path: Path, option: str = "--sweep_file") -> Any:
     """A small UTF-8 JSON file, refusing what ``json`` would quietly accept: repeated keys, NaN."""
     try:
         mode = path.stat().st_mode
     except OSError as error:
-        raise SweepError(f"--sweep_file {path}: {error.strerror}") from None
+        raise SweepError(f"{option} {path}: {error.strerror}") from None
     # checked before opening: reading a FIFO would wait forever for a writer
     if not stat.S_ISREG(mode):
-        raise SweepError(f"--sweep_file {path}: not a regular file")
+        raise SweepError(f"{option} {path}: not a regular file")
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_SWEEP_FILE_BYTES + 1)
     except OSError as error:
-        raise SweepError(f"--sweep_file {path}: {error.strerror}") from None
+        raise SweepError(f"{option} {path}: {error.strerror}") from None
     if len(data) > MAX_SWEEP_FILE_BYTES:
-        raise SweepError(f"{path}: larger than {MAX_SWEEP_FILE_BYTES} bytes; a sweep file is a few lines")
+        raise SweepError(f"{path}: larger than {MAX_SWEEP_FILE_BYTES} bytes; such a file is a few lines")
     try:
         text = data.decode("utf-8-sig")  # -sig: the byte-order mark some editors write is no error
     except UnicodeDecodeError as error:

@@ -26,7 +26,7 @@ from protocol.cluster import (
     restore_handlers,
     signal_exit_code,
 )
-from protocol.errors import CheckpointUnusable, OtherWorldSize, RunDiverged, RunInterrupted
+from protocol.errors import CheckpointUnusable, OtherWorldSize, RunDiverged, RunInterrupted, RunPruned
 from protocol.files import describe_os_error, one_line, read_json, write_json
 from protocol.lock import acquire_lock, claiming, live_owner, release_lock, start_heartbeat
 from protocol.manifest import update_manifest
@@ -47,7 +47,7 @@ EXIT_LOCKED = 3
 EXIT_CONFLICT = 4
 
 Train = Callable[[Run], dict[str, float]]
-EXPECTED = (RunInterrupted, RunDiverged, CheckpointUnusable, KeyboardInterrupt)  # not a rank gone
+EXPECTED = (RunInterrupted, RunPruned, RunDiverged, CheckpointUnusable, KeyboardInterrupt)  # not a rank gone
 
 
 def launch(
@@ -55,7 +55,7 @@ def launch(
 ) -> int:
     """Run ``train`` under the protocol and return the process exit code.
 
-    0: finished, or skipped because it had finished or failed before;
+    0: finished or pruned, or skipped because it had finished, been pruned or failed before;
     1: failed; 3: another live process owns the run; 4: the run directory holds a run
     trained with other hyperparameters, or a checkpoint of another number of processes;
     128+N: stopped by signal N.
@@ -134,8 +134,8 @@ def _claim(run: Run) -> str | int:
             print(f"[{run.name}] cannot resume: {problem}; --retry_failed starts it over.")
             return EXIT_FAILED
         print(f"[{run.name}] resuming the failed run from its last checkpoint.")
-    elif state == "finished" and not args.force:
-        print(f"[{run.name}] finished already; skipping (--force trains it again). {run.dir}")
+    elif state in ("finished", "pruned") and not args.force:
+        print(f"[{run.name}] {state} already; skipping (--force trains it again). {run.dir}")
         return 0
     elif state == "failed" and not (args.retry_failed or args.force):
         failed = read_json(run.dir / "failed.out")
@@ -143,7 +143,7 @@ def _claim(run: Run) -> str | int:
         print(f"[{run.name}] failed before: {reason or 'see failed.out'}")
         print("  skipping (--resume_failed continues from its checkpoint, --retry_failed starts over).")
         return 0
-    if differences or (state in ("finished", "failed") and not resume_failed):
+    if differences or (state in ("finished", "pruned", "failed") and not resume_failed):
         archived = archive(run.dir)
         print(f"[{run.name}] previous {state or 'unfinished'} run kept as {archived.name}")
     if not acquire_lock(run.dir, **(run.ranks.describe() if run.ranks else {})):
@@ -185,6 +185,9 @@ def _train_on_other_rank(run: Run, train: Train) -> int:
     except RunInterrupted:
         _end_rank(run, "interrupted")
         return signal_exit_code(run.stop_signal)
+    except RunPruned:
+        _end_rank(run, "pruned")
+        return 0
     except CheckpointUnusable:
         _end_rank(run, "cannot resume")
         return EXIT_FAILED  # rank 0 says why
@@ -257,8 +260,8 @@ def relaunch_advice(run: Run) -> str:
         return "relaunch with --resume_failed to continue from its last checkpoint (a plain one skips it)."
     if state == "failed":
         return "relaunch with --retry_failed to start it over (a plain relaunch skips it)."
-    if state == "finished":
-        return "note that it finished: a relaunch skips it."
+    if state in ("finished", "pruned"):
+        return f"note that it {'finished' if state == 'finished' else 'was pruned'}: a relaunch skips it."
     if has_checkpoint(run):
         return "relaunch: the run resumes from its last checkpoint."
     return "relaunch: the run starts over (it had no checkpoint yet)."
@@ -279,6 +282,12 @@ def _train_and_record_unguarded(run: Run, train: Train) -> int:
         return _refuse_world_size(run, manifest, error, flag, before)
     except CheckpointUnusable as error:
         return _record_unusable_checkpoint(run, manifest, error, before if flag == "failed" else None)
+    except RunPruned as pruned:
+        where = progress_summary(run.dir)
+        write_flag(run.dir, "pruned.out", reason=f"pruned by the search {pruned}", **where)
+        update_manifest(run, "pruned", manifest, **where)
+        print(f"[{run.name}] pruned by the search {pruned}: its epochs fell behind the other trials'")
+        return 0
     except BaseException as error:  # whatever ends the run must leave its reason behind
         others: Lost = {}
         if run.ranks and not isinstance(error, EXPECTED):  # a collective may have failed: why?

@@ -23,7 +23,8 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from protocol.checkpoint import atomic_torch_save, check_world_size, get_rng_state, set_rng_state
 from protocol.cluster import install_stop_handlers
-from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
+from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted, RunPruned
+from protocol.pruning import Trial
 from protocol.rundir import Run
 from protocol.steps import StepValues, gone_bad, non_finite
 
@@ -48,6 +49,7 @@ class RunProtocol(Callback):
         self.world_size = 1
         self.pending = StepValues()  # each step's outputs, on the device until a logging period ends
         self.batches = 0  # trained by this process, counting from its start: the same on every rank
+        self.trial = Trial.from_environment()  # a trial of scripts/search.py: its pruner may stop it
 
     def state_dict(self) -> dict[str, Any]:
         # taken when a checkpoint is written; each rank's share of the data follows from the world size
@@ -135,10 +137,14 @@ class RunProtocol(Callback):
         bad = gone_bad(metrics, self.main_metric)
         where = f"after epoch {trainer.current_epoch + 1}"
         self.check(trainer, module, False, f"{', '.join(bad)} {where}" if bad else None)
+        epoch = trainer.current_epoch + 1
         if trainer.is_global_zero:
-            self.run.record_progress(
-                trainer.current_epoch + 1, trainer.global_step, metrics, self.main_metric
-            )
+            self.run.record_progress(epoch, trainer.global_step, metrics, self.main_metric)
+        if self.trial is not None:  # rank 0 asks the search's pruner; every rank hears the answer
+            pruned = trainer.is_global_zero and self.trial.should_prune(epoch, metrics)
+            if trainer.strategy.broadcast(pruned, src=0):
+                trainer.save_checkpoint(self.run.checkpoints / "last.ckpt", weights_only=False)
+                raise RunPruned(f"after epoch {epoch}")
 
 
 def check_resumable(path: Path, module: pl.LightningModule) -> None:

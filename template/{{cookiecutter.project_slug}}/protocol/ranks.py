@@ -141,7 +141,7 @@ def lost_ranks(run_dir: Path, ranks: Ranks, wait: float = SILENT_S + BEAT_S) -> 
             record = read_json(ranks.path(run_dir, rank))
             ended = record.get("ended") if isinstance(record, dict) else None
             if isinstance(record, dict) and record.get("launch") == ranks.launch and isinstance(ended, str):
-                if ended not in ("finished", "interrupted"):
+                if ended not in ("finished", "interrupted", "pruned"):
                     failed[rank] = f"rank {rank} on {one_line(ranks.hosts[rank])} failed: {one_line(ended)}"
                 pending.remove(rank)
             elif text := _gone(run_dir, ranks, rank, seen, SILENT_S, record):

@@ -15,6 +15,7 @@ A run lives in ``experiments/<task>/results/<run>/``::
     finished.out      completed: final metrics and duration       (at most one
     interrupted.out   stopped by a signal, or found dead: resume    of these three
     failed.out        an exception or a diverged loss: why          at a time)
+    pruned.out        a search's trial its pruner stopped: final, like finished.out
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 from protocol.files import finite_values, now, read_json, write_json
 from protocol.ranks import Ranks
 
-FLAGS = ("finished.out", "interrupted.out", "failed.out")
+FLAGS = ("finished.out", "interrupted.out", "failed.out", "pruned.out")
 
 
 @dataclass
@@ -99,7 +100,7 @@ def append_json_line(path: Path, data: dict[str, Any]) -> None:
 
 
 def flag_state(run_dir: Path) -> str | None:
-    """``finished``, ``interrupted``, ``failed`` or ``None``, from the flag file present."""
+    """``finished``, ``interrupted``, ``failed``, ``pruned`` or ``None``, from the flag file present."""
     for flag in FLAGS:
         if (run_dir / flag).is_file():  # a directory or a FIFO under that name is not a flag
             return flag.removesuffix(".out")

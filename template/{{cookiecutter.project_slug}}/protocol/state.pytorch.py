@@ -46,7 +46,8 @@ from tqdm import tqdm
 
 from protocol.checkpoint import atomic_torch_save, check_world_size, get_rng_state, set_rng_state
 from protocol.cluster import is_rank_zero
-from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted
+from protocol.errors import CheckpointUnusable, RunDiverged, RunInterrupted, RunPruned
+from protocol.pruning import Trial
 from protocol.rundir import Run
 from protocol.steps import StepValues, gone_bad, non_finite
 from protocol.tracking import Tracker
@@ -89,6 +90,7 @@ class TrainState:
         self.tracker: Tracker | None = None
         self.last_saved = float("-inf")  # so the first epoch always leaves a last.pt
         self.unsaved_best: dict[str, Any] | None = None
+        self.trial = Trial.from_environment()  # a trial of scripts/search.py: its pruner may stop it
         self.distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.world_size = torch.distributed.get_world_size() if self.distributed else 1
         modules = [item for item in saved.values() if isinstance(item, nn.Module)]
@@ -181,8 +183,12 @@ class TrainState:
         self.epoch += 1
         self.sums, self.counts, self.steps_in_epoch = {}, {}, 0
         self._close_bar()
+        pruned = self._pruned(metrics)
         if is_rank_zero():
             self._record_epoch()
+        if pruned:
+            self.save()
+            raise RunPruned(f"after epoch {self.epoch}")
         if stop:
             self.save_and_stop(f"after epoch {self.epoch}")
 
@@ -261,6 +267,17 @@ class TrainState:
         if stop and self.run.stop_signal is None:
             self.run.stop_signal = "SIGTERM"  # the signal reached another rank
         return stop, diverged
+
+    def _pruned(self, metrics: dict[str, float]) -> bool:
+        """Whether the search's pruner stops this trial: rank 0 asks, every rank hears the answer."""
+        if self.trial is None:
+            return False
+        pruned = is_rank_zero() and self.trial.should_prune(self.epoch, metrics)
+        if self.distributed:
+            flag = torch.tensor([float(pruned)], device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            pruned = bool(flag[0])
+        return pruned
 
     def save_and_stop(self, where: str) -> None:
         self.save()

@@ -279,7 +279,7 @@ def to_run(points: list[Point], failed: list[str]) -> list[Point]:
         if differences:
             print(f"conflict {point.name}: {'; '.join(differences)}")
             print("         (train.py --force retrains it, keeping the old run renamed)")
-        elif state == "finished" or (state == "failed" and not failed):
+        elif state in ("finished", "pruned") or (state == "failed" and not failed):
             print(f"skip   {point.name} ({state})")
         else:
             print(f"{'resume' if state == 'interrupted' else 'run':<6} {point.name}")
