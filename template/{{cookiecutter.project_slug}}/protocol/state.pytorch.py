@@ -183,7 +183,7 @@ class TrainState:
         self.epoch += 1
         self.sums, self.counts, self.steps_in_epoch = {}, {}, 0
         self._close_bar()
-        pruned = self._pruned(metrics)
+        pruned = self._pruned(self.metrics)  # the epoch's training and validation metrics
         if is_rank_zero():
             self._record_epoch()
         if pruned:

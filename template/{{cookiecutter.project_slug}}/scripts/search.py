@@ -475,6 +475,8 @@ def run_trial(search: Search, job: Job) -> None:
         return
     with search.lock:
         search.children.add(child)
+        if search.stop.is_set():  # a stop signal came while it was starting
+            child.send_signal(signal.SIGTERM)
     code = child.wait()
     with search.lock:
         search.children.discard(child)
@@ -558,8 +560,12 @@ def run_here(search: Search) -> int:
     except KeyboardInterrupt:  # the trials got the Ctrl-C too (one process group); SIGTERM for
         interrupted = True  # those that did not (kill -INT): a second SIGINT would stop them at once
         forward(search, signal.SIGTERM)
-        for worker in workers:
-            worker.join()
+        try:
+            for worker in workers:
+                worker.join()
+        except KeyboardInterrupt:  # a second Ctrl-C: leave now, the trials stop at once too
+            print("\nstopped at once; relaunch the same command to go on.")
+            return 130
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
