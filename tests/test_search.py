@@ -153,8 +153,18 @@ def test_a_search_killed_at_random_instants_completes_exactly_its_trials(plain: 
     assert "### task1: killed" in markdown and f"`killed-trial{best.number:03d}`" in markdown
     assert (plain / "reports" / "search_task1_killed.png").stat().st_size > 1000
 
-    # the same study with other settings is another search: refused, nothing touched
+    # a last journal line a full disk cut short is cut off; the options' order and spelling,
+    # and how to run (--device), are not the search's identity; nothing trains again
     journal = plain / "experiments" / "task1" / "searches" / "killed" / "journal.log"
+    with journal.open("ab") as handle:
+        handle.write(b'{"op_code": 4, "work')
+    reordered = ["--epochs=1", "--checkpoint_interval", "0", "--batch_size", "128", "--device", "cpu"]
+    for _ in range(2):  # the second launch would read the first one's append glued to the cut line
+        again = run_python(search_command(space, *options, "--", *reordered), cwd=plain)
+        assert again.returncode == 0 and "start" not in again.stdout, again.stdout + again.stderr
+    assert journal.read_bytes().endswith(b"\n")
+
+    # the same study with other settings is another search: refused, nothing touched
     before = journal.read_bytes()
     changed = {**SPACE, "dropout": {"type": "float", "low": 0.0, "high": 0.3}}
     (plain / "killed.json").write_text(json.dumps(changed))
@@ -246,3 +256,43 @@ def test_bad_input_stops_the_search_before_anything_runs(plain: Path) -> None:
     assert dry.returncode == 0 and "--learning_rate '<learning_rate>'" in dry.stdout, dry.stdout
     assert not (searches / "bad").exists() and not (searches / "good").exists()  # nothing written
     assert not list(results(plain).glob("bad-trial*")) and not list(results(plain).glob("good-trial*"))
+
+
+@pytest.mark.slow
+def test_failed_trials_are_retried_once_and_never_wedge_the_search(plain: Path) -> None:
+    """Every trial diverges (a learning rate of 1e30): the search stops at --max_failed; resuming
+    them is refused by train.py and recorded, not retried forever; two --retry_failed launches at
+    once retry each failed trial once between them."""
+    space = write_space(plain, "diverges", {"learning_rate": {"type": "categorical", "choices": [1e30]}})
+    command = search_command(space, "--trials", "2", "--max_failed", "2")
+    train = ["--", *FAST, "--epochs", "2"]
+    first = run_python([*command, *train], cwd=plain)
+    assert first.returncode == 1 and "2 trials failed: no more are added" in first.stdout, first.stdout
+    resumed = run_python([*command, "--resume_failed", *train], cwd=plain)
+    assert resumed.returncode == 1 and resumed.stdout.count("resume   trial") == 2, resumed.stdout
+    trials = load_trials(plain, "diverges")
+    assert [trial.state.name for trial in trials] == ["FAIL"] * 4  # refused to resume: failed, not running
+    assert "cannot resume" in (results(plain) / "diverges-trial000" / "stdout.log").read_text()
+    plain_relaunch = run_python([*command, *train], cwd=plain)
+    assert plain_relaunch.returncode == 1  # nothing trains: no failed trial resumes, no new one
+    assert not [line for line in plain_relaunch.stdout.splitlines() if line.startswith(("start", "resume"))]
+    launches = [
+        subprocess.Popen(
+            [sys.executable, *command, "--retry_failed", *train],
+            cwd=plain,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
+    for launch in launches:
+        output, _ = launch.communicate(timeout=300)
+        assert launch.returncode == 1 and "Traceback" not in output, output
+    retried = [
+        trial.user_attrs["retry_of"]
+        for trial in load_trials(plain, "diverges")
+        if "retry_of" in trial.user_attrs
+    ]
+    assert sorted(retried) == sorted(set(retried)), retried  # never twice
+    assert {0, 1} <= set(retried)  # --resume_failed retried trials 0 and 1 as trials 2 and 3

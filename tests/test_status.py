@@ -304,3 +304,10 @@ def test_studies_are_shown_from_their_summary_hostile_entries_passed_over(cli, n
     assert study[2:9] == ["4/10", "3", "1", "1", "1", "(+1", "to"], study
     assert "val_acc=0.9300 (trial 5, s-trial005)" in " ".join(study)
     assert not any(row[:2] in (["task1", "broken"], ["task1", "fifo-free"]) for row in rows)
+    code = (
+        "import sys; from dlscaffold.cli import main\n"
+        "try:\n    main(['status', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
+        "assert not {'torch', 'optuna'} & set(sys.modules), 'imported'"
+    )
+    shown = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True)
+    assert shown.returncode == 0 and "Searches" in shown.stdout, shown.stderr

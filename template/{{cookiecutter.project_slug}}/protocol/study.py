@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import TrialState
 
 from protocol.files import now, read_json, write_json
@@ -59,7 +59,7 @@ class Settings:
     startup_trials: int
     metric: str
     direction: str
-    train_args: list[str]
+    fixed: dict[str, Any]  # the hyperparameters the space leaves alone, and where runs go
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,18 +86,43 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def open_study(study_dir: Path, settings: Settings, trials_so_far: int = 0) -> optuna.Study:
-    """The study, created on first use. The sampler is seeded with the seed plus the number of
-    trials so far: a relaunch samples new points, not the first launch's again."""
+def open_study(study_dir: Path, settings: Settings, create: bool = False) -> optuna.Study:
+    """The study (``create``: created if new). The sampler is seeded with the seed plus the number
+    of trials so far: a relaunch samples new points, not the first launch's again."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        study_name=study_dir.name,
-        storage=storage(study_dir),
-        sampler=sampler(settings, trials_so_far),
-        pruner=pruner(settings),
-        direction=settings.direction,
-        load_if_exists=True,
-    )
+    if create:  # create_study writes to the journal even when the study exists: once a launch
+        optuna.create_study(
+            study_name=study_dir.name,
+            storage=storage(study_dir),
+            direction=settings.direction,
+            load_if_exists=True,
+        )
+    journal = storage(study_dir)
+    study = optuna.load_study(study_name=study_dir.name, storage=journal, pruner=pruner(settings))
+    study.sampler = sampler(settings, len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def repair_journal(study_dir: Path) -> None:
+    """Cut off a last line a full disk left half-written: the next append would glue onto it and
+    leave a line no reader can parse, for good. Under the journal's own lock."""
+    journal = study_dir / "journal.log"
+    if not journal.is_file():
+        return
+    lock = JournalFileSymlinkLock(str(journal))
+    lock.acquire()
+    try:
+        with journal.open("rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - (1 << 20)))
+            tail = handle.read()
+            if not tail or tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            handle.truncate(size - len(tail) + cut + 1 if cut >= 0 else size - len(tail))
+            os.fsync(handle.fileno())
+    finally:
+        lock.release()
 
 
 _STORAGES: dict[Path, JournalStorage] = {}
@@ -141,7 +166,7 @@ def fail(study_dir: Path, study: optuna.Study, number: int, reason: str) -> None
 
 
 def sampler(settings: Settings, offset: int) -> optuna.samplers.BaseSampler:
-    seed = None if settings.seed is None else settings.seed + offset
+    seed = None if settings.seed is None else (settings.seed + offset) % 2**32  # numpy's range
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: trials still running count as bad ones, so parallel workers spread out

@@ -41,6 +41,7 @@ time limit, checkpointed, requeued and resumed like any run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -150,6 +151,7 @@ class Search:
     study_dir: Path
     results_dir: Path
     parser: argparse.ArgumentParser
+    train_args: list[str]  # the options after --, as given to this launch
     stop: threading.Event = field(default_factory=threading.Event)
     refused: str | None = None  # a reason the whole search stops: exit status 2
     failed: bool = False  # a worker met an error of its own (a full disk)
@@ -200,6 +202,12 @@ def prepare(args: argparse.Namespace, train_args: list[str]) -> Search:
             point = [*train_args, f"--{dim.name}", as_text(value)]
             parse_point(parser, point, f"the space's {dim.name}={as_text(value)}")
     fixed = parse_point(parser, train_args, "the train.py options after --")
+    results_dir = PROJECT_ROOT / fixed.results_dir  # train.py runs from the project root
+    # what every trial shares and the search may not change: the hyperparameters the space leaves
+    # alone (as train.py parses them: --epochs=2 is --epochs 2) and where the trials' runs go
+    searched = {dim.name for dim in space}
+    shared = {name: getattr(fixed, name) for name in sorted(hyperparameters) if name not in searched}
+    shared["results_dir"] = str(relative_to_project(results_dir))
     name = args.study or args.space.stem
     if not STUDY.fullmatch(name):
         raise SweepError(f"the space file's name {name!r} cannot name a study: give --study NAME")
@@ -212,21 +220,33 @@ def prepare(args: argparse.Namespace, train_args: list[str]) -> Search:
         startup_trials=args.startup_trials,
         metric=check_text(args.metric, "--metric"),
         direction=args.direction,
-        train_args=train_args,
+        fixed=json.loads(json.dumps(shared, default=str)),  # as settings.json records it
     )
     study_dir = PROJECT_ROOT / "experiments" / args.task / "searches" / name
-    results_dir = PROJECT_ROOT / fixed.results_dir  # train.py runs from the project root
-    search = Search(args, settings, space, study_dir, results_dir, parser)
+    search = Search(args, settings, space, study_dir, results_dir, parser, train_args)
     check_settings(search)
     if args.slurm:
         check_sbatch_path(study_dir)
     return search
 
 
+def relative_to_project(path: Path) -> Path:
+    """``path`` from the project's root when inside it: the project may move."""
+    try:
+        return path.resolve().relative_to(PROJECT_ROOT)
+    except ValueError:
+        return path.resolve()
+
+
 def check_settings(search: Search) -> None:
     """A study keeps its settings; one that is new must not find trial runs of an earlier one."""
     from protocol.study import differences, read_settings
 
+    if search.study_dir.exists() and not search.study_dir.is_dir():
+        raise SweepError(f"{search.study_dir} is not a directory: move it away, or give --study NAME")
+    journal = search.study_dir / "journal.log"
+    if journal.exists() and not journal.is_file():  # a FIFO would hang the search
+        raise SweepError(f"{journal} is not a regular file")
     if (search.study_dir / "settings.json").exists():
         lines = differences(read_settings(search.study_dir), search.settings)
         if lines:
@@ -251,10 +271,13 @@ def start(search: Search) -> None:
 
     search.study_dir.mkdir(parents=True, exist_ok=True)
     with study.deciding(search.study_dir):
-        if not (search.study_dir / "settings.json").exists():
+        if (search.study_dir / "settings.json").exists():
+            check_settings(search)  # again, under the lock: another launch may have just started it
+        else:
             write_json(search.study_dir / "space.json", search.settings.space)
             write_json(search.study_dir / "settings.json", search.settings.to_json())
-        opened = study.open_study(search.study_dir, search.settings)
+        study.repair_journal(search.study_dir)
+        opened = study.open_study(search.study_dir, search.settings, create=True)
         for orphan in orphans(search, opened)[0]:
             os.close(orphan.claim)
         trials = opened.get_trials(deepcopy=False)
@@ -302,8 +325,12 @@ def orphans(search: Search, opened: Any) -> tuple[list[Orphan], int]:
     return found, in_flight
 
 
-def settle(search: Search, opened: Any, number: int, run: str) -> bool:
-    """Tell the study how a trial's run ended, if it did; whether the trial still needs training."""
+def settle(search: Search, opened: Any, number: int, run: str, ran: bool = False) -> bool:
+    """Tell the study how a trial's run ended, if it did; whether the trial still needs training.
+
+    ``ran``: its train.py just ended. A failed.out left then is final, even the one it was to
+    continue: train.py refused to resume it (a diverged loss, no checkpoint) and would again.
+    """
     from protocol import study
 
     run_dir = search.results_dir / run
@@ -318,7 +345,7 @@ def settle(search: Search, opened: Any, number: int, run: str) -> bool:
             opened.tell(number, value)
     elif state == "pruned":
         study.prune(opened, number)
-    elif state == "failed" and not old_failure(opened, number, run_dir):
+    elif state == "failed" and (ran or not old_failure(opened, number, run_dir)):
         flag = read_json(run_dir / "failed.out")
         reason = flag.get("reason") if isinstance(flag, dict) else None
         reason = one_line(reason) if isinstance(reason, str) else "failed"
@@ -352,11 +379,15 @@ def next_job(search: Search) -> Job | str:
     with study.deciding(search.study_dir):
         opened = study.open_study(search.study_dir, search.settings)
         found, in_flight = orphans(search, opened)
+        if search.stop.is_set():  # stopping: no trial is resumed now
+            for orphan in found:
+                os.close(orphan.claim)
+            found, in_flight = [], in_flight + len(found)
         for orphan in found[1:]:  # one at a time: the others are taken by the next asks
             os.close(orphan.claim)
         in_flight += len(found[1:])
         job: Job | None = None
-        if found:
+        if found and not search.stop.is_set():
             job = trial_job(search, opened, found[0].number, found[0].run, found[0].claim, "resume")
         elif not search.stop.is_set():
             job = retry_job(search, opened) or new_job(search, opened, in_flight)
@@ -374,7 +405,10 @@ def retry_job(search: Search, opened: Any) -> Job | None:
     while search.retry:
         number = min(search.retry)
         search.retry.discard(number)
-        failed = opened.get_trials(deepcopy=False)[number]
+        trials = opened.get_trials(deepcopy=False)
+        if any(trial.user_attrs.get("retry_of") == number for trial in trials):
+            continue  # another process retried it first
+        failed = trials[number]
         attrs: dict[str, Any] = {"retry_of": number}
         if search.args.resume_failed:
             attrs["run"] = study.run_name(search.study_dir, failed)
@@ -408,7 +442,6 @@ def new_job(search: Search, opened: Any, in_flight: int) -> Job | None:
             )
         search.stop.set()
         return None
-    opened.sampler = study.sampler(search.settings, len(trials))  # new points after a relaunch
     trial = opened.ask()
     claim = study.claim(search.study_dir, trial.number)
     assert claim is not None  # asked for under the study's lock: no one else knows it yet
@@ -428,7 +461,7 @@ def trial_job(search: Search, opened: Any, number: int, run: str, claim: int, wh
 
     params = study.suggest(study.trial_object(search.study_dir, opened, number), search.space)
     point = [arg for name, value in params.items() for arg in (f"--{name}", as_text(value))]
-    args = [*search.settings.train_args, *point, "--run_name", run]
+    args = [*search.train_args, *point, "--run_name", run]
     if flag_state(search.results_dir / run) == "failed":
         args.append("--resume_failed")  # a failed trial continued by a new one (--resume_failed)
     try:
@@ -455,7 +488,7 @@ def run_trial(search: Search, job: Job) -> None:
     if search.args.srun:  # a job step: SLURM's warning signal reaches train.py itself
         command = ["srun", "--ntasks=1", f"--cpus-per-task={search.args.cpus_per_task}", *command]
     environment = {**os.environ, TRIAL_VARIABLE: f"{search.study_dir}#{job.number}"}
-    print(f"{job.what:<8} trial {job.number}: {shlex.join(job.args[len(search.settings.train_args) :])}")
+    print(f"{job.what:<8} trial {job.number}: {shlex.join(job.args[len(search.train_args) :])}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with (run_dir / "stdout.log").open("ab") as log:
@@ -483,7 +516,7 @@ def run_trial(search: Search, job: Job) -> None:
     try:
         with study.deciding(search.study_dir):
             opened = study.open_study(search.study_dir, search.settings)
-            unfinished = settle(search, opened, job.number, job.run)
+            unfinished = settle(search, opened, job.number, job.run, ran=True)
             study.write_summary(search.study_dir, opened, search.settings, search.args.trials)
     finally:
         os.close(job.claim)  # after the study knows: no one resumes a trial that ended
@@ -632,7 +665,7 @@ def worker_command(search: Search) -> list[str]:
     command += ["--metric", settings.metric, "--direction", settings.direction]
     command += ["--max_failed", str(args.max_failed), "--cpus_per_task", str(args.cpus_per_task), "--srun"]
     command += ["--retry_failed"] * args.retry_failed + ["--resume_failed"] * args.resume_failed
-    return [*command, "--", *settings.train_args]
+    return [*command, "--", *search.train_args]
 
 
 def array_script(search: Search, log_dir: Path) -> str:
@@ -696,7 +729,7 @@ def dry_run(search: Search) -> int:
     train = PROJECT_ROOT / "experiments" / search.args.task / "train.py"
     point = [arg for dim in search.space for arg in (f"--{dim.name}", f"<{dim.name}>")]
     run = f"{search.study_dir.name}-trial<n>"
-    print(shlex.join([sys.executable, str(train), *search.settings.train_args, *point, "--run_name", run]))
+    print(shlex.join([sys.executable, str(train), *search.train_args, *point, "--run_name", run]))
     if search.args.slurm:
         print(array_script(search, search.study_dir / "slurm"), end="")
     return 0
@@ -717,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(search)
     try:
         start(search)
+    except SweepError as error:
+        parser.error(one_line(str(error)))
     except Exception as error:  # a full disk, a journal that is not Optuna's: one line, no traceback
         what = f"{type(error).__name__}: {one_line(str(error))}"
         print(f"cannot open the study {search.study_dir}: {what}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -12,7 +13,7 @@ from protocol.files import write_json
 from protocol.grid import SweepError
 from protocol.pruning import TRIAL_VARIABLE, Trial
 from protocol.space import parse_space
-from protocol.study import Settings, open_study, storage
+from protocol.study import Settings, open_study, sampler, storage
 
 REFUSED = [
     ({"lr": {"type": "float", "low": 0.0, "high": 1.0, "log": True}}, "low > 0"),
@@ -50,7 +51,7 @@ def test_a_space_keeps_its_types() -> None:
 
 def settings(metric: str = "val_acc") -> Settings:
     space = {"lr": {"type": "categorical", "choices": [0.1, 1e-7]}}
-    return Settings("task", space, "random", 0, "median", 1, metric, "maximize", [])
+    return Settings("task", space, "random", 0, "median", 1, metric, "maximize", {"epochs": 1})
 
 
 def test_a_trial_behind_the_complete_ones_is_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +59,7 @@ def test_a_trial_behind_the_complete_ones_is_pruned(tmp_path: Path, monkeypatch:
     study_dir = tmp_path / "study"
     study_dir.mkdir()
     write_json(study_dir / "settings.json", settings().to_json())
-    study = open_study(study_dir, settings())
+    study = open_study(study_dir, settings(), create=True)
     good = study.ask()
     good.report(0.9, 1)
     study.tell(good, 0.9)
@@ -82,3 +83,10 @@ def test_outside_a_search_a_run_is_no_trial(monkeypatch: pytest.MonkeyPatch) -> 
     assert Trial.from_environment() is None
     monkeypatch.setenv(TRIAL_VARIABLE, "no number")
     assert Trial.from_environment() is None
+
+
+def test_the_largest_seed_still_seeds_the_sampler_after_many_trials() -> None:
+    """Seeded with the seed plus the trials so far, wrapped into NumPy's range."""
+    for kind in ("tpe", "random"):
+        chosen = dataclasses.replace(settings(), sampler=kind, seed=2**32 - 1)
+        assert sampler(chosen, 7) is not None
