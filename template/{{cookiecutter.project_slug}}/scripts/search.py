@@ -25,8 +25,9 @@ checkpoints with the parameters they had, failed ones are reported
 (``--resume_failed`` continues them, ``--retry_failed`` trains their parameters
 again as new trials) and new trials are added until enough are done. Two
 processes never train one trial, and a relaunch with other settings (space,
-sampler, seed, pruner, metric, the train.py options after ``--``) is refused:
-start another study for those. Raise ``--trials`` to extend a search.
+sampler, seed, pruner, metric, the hyperparameters fixed after ``--``, where the
+runs go) is refused: start another study for those. Raise ``--trials`` to extend
+a search; how to run (``--device``, ``--num_workers``) may change.
 
 Each epoch's ``--metric`` reaches the pruner from the run protocol; a trial it
 stops ends with ``pruned.out``. Every corner of the space (bounds, choices) is
