@@ -50,6 +50,7 @@ class RunProtocol(Callback):
         self.pending = StepValues()  # each step's outputs, on the device until a logging period ends
         self.batches = 0  # trained by this process, counting from its start: the same on every rank
         self.trial = Trial.from_environment()  # a trial of scripts/search.py: its pruner may stop it
+        self.stop_after_epoch = False  # a stop agreed on at the epoch's last batch
 
     def state_dict(self) -> dict[str, Any]:
         # taken when a checkpoint is written; each rank's share of the data follows from the world size
@@ -102,6 +103,9 @@ class RunProtocol(Callback):
         if stop:
             if self.run.stop_signal is None:
                 self.run.stop_signal = "SIGTERM"  # the signal reached another rank
+            if last_batch:  # a checkpoint now would resume past the epoch's validation: after it
+                self.stop_after_epoch = True
+                return
             where = f"step {trainer.global_step} (epoch {trainer.current_epoch + 1})"
             trainer.save_checkpoint(self.run.checkpoints / "last.ckpt", weights_only=False)  # all ranks
             raise RunInterrupted(f"at {where}")
@@ -145,6 +149,9 @@ class RunProtocol(Callback):
             if trainer.strategy.broadcast(pruned, src=0):
                 trainer.save_checkpoint(self.run.checkpoints / "last.ckpt", weights_only=False)
                 raise RunPruned(f"after epoch {epoch}")
+        if self.stop_after_epoch:
+            trainer.save_checkpoint(self.run.checkpoints / "last.ckpt", weights_only=False)  # all ranks
+            raise RunInterrupted(f"after epoch {epoch}")
 
 
 def check_resumable(path: Path, module: pl.LightningModule) -> None:

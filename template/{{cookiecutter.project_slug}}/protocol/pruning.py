@@ -28,6 +28,7 @@ class Trial:
         self.number = number
         self.trial: Any = None  # optuna.Trial, opened at the first report
         self.reported: set[int] = set()  # epochs the study holds a value for
+        self.settings: Any = None
 
     @classmethod
     def from_environment(cls) -> Trial | None:
@@ -40,7 +41,9 @@ class Trial:
         """Report ``metrics`` of ``epoch`` (counting from 1); whether the pruner stops the trial."""
         from protocol import study
 
-        settings = study.read_settings(self.study_dir)
+        if self.settings is None:  # read once: the search checked them when it started this trial
+            self.settings = study.read_settings(self.study_dir)
+        settings = self.settings
         if not isinstance(settings, dict):
             raise RuntimeError(f"{self.study_dir}/settings.json is missing or malformed")
         metric = settings.get("metric")

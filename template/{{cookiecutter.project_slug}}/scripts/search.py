@@ -156,6 +156,7 @@ class Search:
     stop: threading.Event = field(default_factory=threading.Event)
     refused: str | None = None  # a reason the whole search stops: exit status 2
     failed: bool = False  # a worker met an error of its own (a full disk)
+    working: int = 0  # workers not yet returned
     retry: set[int] = field(default_factory=set)  # failed trials to retry or resume in this launch
     children: set[subprocess.Popen[bytes]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -275,15 +276,13 @@ def start(search: Search) -> None:
         if (search.study_dir / "settings.json").exists():
             check_settings(search)  # again, under the lock: another launch may have just started it
         else:
-            write_json(search.study_dir / "space.json", search.settings.space)
             write_json(search.study_dir / "settings.json", search.settings.to_json())
+        write_json(search.study_dir / "space.json", search.settings.space)  # what array tasks read
         study.repair_journal(search.study_dir)
         opened = study.open_study(search.study_dir, search.settings, create=True)
         for orphan in orphans(search, opened)[0]:
             os.close(orphan.claim)
         trials = opened.get_trials(deepcopy=False)
-        for trial in trials:
-            refuse_missing_metric(search, trial.user_attrs.get("reason"))
         if search.args.retry_failed or search.args.resume_failed:
             retried = {trial.user_attrs.get("retry_of") for trial in trials}
             failed = {trial.number for trial in trials if trial.state.name == "FAIL"}
@@ -460,8 +459,9 @@ def trial_job(search: Search, opened: Any, number: int, run: str, claim: int, wh
     checked by train.py's own options."""
     from protocol import study
 
+    opened.sampler = study.sampler(search.settings, number)  # draws of its own, whenever sampled
     params = study.suggest(study.trial_object(search.study_dir, opened, number), search.space)
-    point = [arg for name, value in params.items() for arg in (f"--{name}", as_text(value))]
+    point = [arg for dim in search.space for arg in (f"--{dim.name}", value_text(dim, params[dim.name]))]
     args = [*search.train_args, *point, "--run_name", run]
     if flag_state(search.results_dir / run) == "failed":
         args.append("--resume_failed")  # a failed trial continued by a new one (--resume_failed)
@@ -473,6 +473,12 @@ def trial_job(search: Search, opened: Any, number: int, run: str, claim: int, wh
         refuse(search, str(error))
         return None
     return Job(number, run, args, claim, what)
+
+
+def value_text(dim: Dimension, value: Any) -> str:
+    """A sampled value as train.py reads it; a float on a step without its rounding error
+    (0.30000000000000004 is 0.3)."""
+    return as_text(round(value, 12) if dim.kind == "float" and dim.step else value)
 
 
 def refuse(search: Search, reason: str) -> None:
@@ -567,6 +573,16 @@ def work(search: Search) -> None:
         print(f"the search stops: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
         search.failed = True
         search.stop.set()
+    finally:
+        with search.lock:
+            search.working -= 1
+
+
+def wait_for_workers(search: Search) -> None:
+    """Sleep until every worker has returned. Not Thread.join: before Python 3.13, a Ctrl-C
+    during a join can leave the thread taken for finished while it still waits for its trial."""
+    while search.working:
+        time.sleep(0.2)
 
 
 def forward(search: Search, signum: int) -> None:
@@ -584,19 +600,17 @@ def run_here(search: Search) -> int:
         signum: signal.signal(signum, lambda signum, frame: forward(search, signum))
         for signum in (signal.SIGTERM, signal.SIGUSR1)
     }
+    search.working = len(workers)
     for worker in workers:
         worker.start()
     interrupted = False
     try:
-        while any(worker.is_alive() for worker in workers):
-            for worker in workers:
-                worker.join(timeout=0.5)
+        wait_for_workers(search)
     except KeyboardInterrupt:  # the trials got the Ctrl-C too (one process group); SIGTERM for
         interrupted = True  # those that did not (kill -INT): a second SIGINT would stop them at once
         forward(search, signal.SIGTERM)
         try:
-            for worker in workers:
-                worker.join()
+            wait_for_workers(search)
         except KeyboardInterrupt:  # a second Ctrl-C: leave now, the trials stop at once too
             print("\nstopped at once; relaunch the same command to go on.")
             return 130
@@ -612,6 +626,14 @@ def run_here(search: Search) -> int:
         print(f"refused: {search.refused}", file=sys.stderr)
         return EXIT_REFUSED
     return 0 if done(search) >= search.args.trials else 1
+
+
+def progress(search: Search) -> str:
+    """``7 of 12 trials done``; ``15 trials done (12 asked for)`` once --trials was lowered."""
+    count, wanted = done(search), search.args.trials
+    return (
+        f"{count} of {wanted} trials done" if count <= wanted else f"{count} trials done ({wanted} asked for)"
+    )
 
 
 def done(search: Search) -> int:
@@ -651,7 +673,7 @@ def summary(search: Search) -> str:
     if best_row:
         value = best_row.get("value")
         lines.append(f"best: trial {best} ({best_row.get('run')}), {search.settings.metric}={value:.4f}")
-    lines.append(f"{done(search)} of {search.args.trials} trials done; the study: {search.study_dir}")
+    lines.append(f"{progress(search)}; the study: {search.study_dir}")
     return "\n".join(lines)
 
 
@@ -722,7 +744,7 @@ def dry_run(search: Search) -> int:
     """Say what the search would do; write nothing."""
     print(f"study {search.study_dir}")
     if (search.study_dir / "trials.json").exists():
-        print(f"  {done(search)} of {search.args.trials} trials done so far")
+        print(f"  {progress(search)} so far")
     else:
         print("  new: nothing is written until it starts")
     for name, spec in search.settings.space.items():

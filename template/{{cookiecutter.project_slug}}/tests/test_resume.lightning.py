@@ -9,6 +9,7 @@ on exactly once an epoch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -114,6 +115,21 @@ def test_a_gan_stopped_mid_epoch_resumes_to_the_same_weights(
     assert (tmp_path / "stopped" / "interrupted.out").exists()
     monkeypatch.undo()
     assert launch_task(gan_task, tmp_path, "stopped") == 0
+    assert_resumed_exactly(tmp_path / "stopped", reference["tests.gan_task"])
+
+
+def test_a_stop_at_an_epochs_last_batch_waits_for_its_validation(
+    reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped right then, the checkpoint would resume past the epoch's validation, never run."""
+    stop_at(monkeypatch, 8, signal.SIGINT)  # the first epoch's last batch
+    assert launch_task(gan_task, tmp_path, "stopped") == 128 + signal.SIGINT
+    history = (tmp_path / "stopped" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1]  # validated, then stopped
+    monkeypatch.undo()
+    assert launch_task(gan_task, tmp_path, "stopped") == 0
+    history = (tmp_path / "stopped" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == list(range(1, EPOCHS + 1))
     assert_resumed_exactly(tmp_path / "stopped", reference["tests.gan_task"])
 
 
