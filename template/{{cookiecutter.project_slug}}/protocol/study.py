@@ -10,7 +10,7 @@
     trials.json     the trials in brief, for ``dlscaffold status`` and ``report``
     claims/<n>      locked (flock) while trial n trains: by the search process and by its
                     train.py, so the kernel frees it only once both are gone
-    .claim.lock     held while one process decides what to train next
+    .claim.lock     held while one process decides what to train next (``lock.claiming``)
 
 Every trial is an ordinary run, ``results/<study>-trial<n>/``: a relaunch finds
 it finished, interrupted or failed like any run. Optuna is imported by
@@ -19,13 +19,11 @@ it finished, interrupted or failed like any run. Optuna is imported by
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -262,18 +260,6 @@ def write_summary(study_dir: Path, study: optuna.Study, settings: Settings, want
 
 def read_settings(study_dir: Path) -> Any:
     return read_json(study_dir / "settings.json")
-
-
-@contextlib.contextmanager
-def deciding(study_dir: Path) -> Iterator[None]:
-    """One process at a time decides what to train next: an flock the kernel drops with the process."""
-    fd = os.open(study_dir / ".claim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        with contextlib.suppress(OSError):  # ENOLCK: a file system without locks
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def claim(study_dir: Path, number: int) -> int | None:

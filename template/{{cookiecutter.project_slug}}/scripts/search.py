@@ -63,7 +63,7 @@ from sweep import check_sbatch_path, memory, parse_point, partition, slurm_time,
 from protocol.errors import MetricMissing
 from protocol.files import load_experiment_script, one_line, read_json, write_json
 from protocol.grid import SweepError, check_text
-from protocol.lock import live_owner
+from protocol.lock import claiming, live_owner
 from protocol.naming import hyperparameter_defaults
 from protocol.options import positive_int, seed
 from protocol.pruning import TRIAL_VARIABLE
@@ -272,7 +272,7 @@ def start(search: Search) -> None:
     from protocol import study
 
     search.study_dir.mkdir(parents=True, exist_ok=True)
-    with study.deciding(search.study_dir):
+    with claiming(search.study_dir):
         if (search.study_dir / "settings.json").exists():
             check_settings(search)  # again, under the lock: another launch may have just started it
         else:
@@ -376,19 +376,17 @@ def next_job(search: Search) -> Job | str:
     flight, and one may come back unfinished) or ``done``."""
     from protocol import study
 
-    with study.deciding(search.study_dir):
+    with claiming(search.study_dir):
         opened = study.open_study(search.study_dir, search.settings)
         found, in_flight = orphans(search, opened)
-        if search.stop.is_set():  # stopping: no trial is resumed now
-            for orphan in found:
+        resume = found[0] if found and not search.stop.is_set() else None  # one at a time
+        for orphan in found:
+            if orphan is not resume:  # left for the next ask, here or in another process
                 os.close(orphan.claim)
-            found, in_flight = [], in_flight + len(found)
-        for orphan in found[1:]:  # one at a time: the others are taken by the next asks
-            os.close(orphan.claim)
-        in_flight += len(found[1:])
+                in_flight += 1
         job: Job | None = None
-        if found and not search.stop.is_set():
-            job = trial_job(search, opened, found[0].number, found[0].run, found[0].claim, "resume")
+        if resume is not None:
+            job = trial_job(search, opened, resume.number, resume.run, resume.claim, "resume")
         elif not search.stop.is_set():
             job = retry_job(search, opened) or new_job(search, opened, in_flight)
         study.write_summary(search.study_dir, opened, search.settings, search.args.trials)
@@ -521,7 +519,7 @@ def run_trial(search: Search, job: Job) -> None:
     with search.lock:
         search.children.discard(child)
     try:
-        with study.deciding(search.study_dir):
+        with claiming(search.study_dir):
             opened = study.open_study(search.study_dir, search.settings)
             unfinished = settle(search, opened, job.number, job.run, ran=True)
             study.write_summary(search.study_dir, opened, search.settings, search.args.trials)

@@ -73,9 +73,10 @@ def test_a_trial_behind_the_complete_ones_is_pruned(tmp_path: Path, monkeypatch:
     assert not trial.should_prune(1, {"val_acc": 0.1})  # epoch 1 again (a resume): reported once
     reported = optuna.load_study(study_name="study", storage=storage(study_dir)).trials[ahead.number]
     assert reported.intermediate_values == {1: 0.95}
+    write_json(study_dir / "settings.json", settings("val_f1").to_json())
+    trial = Trial.from_environment()  # a trial reads the settings at its first report
     with pytest.raises(MetricMissing, match="val_f1"):
-        write_json(study_dir / "settings.json", settings("val_f1").to_json())
-        trial.should_prune(2, {"val_acc": 0.95})
+        assert trial is not None and trial.should_prune(2, {"val_acc": 0.95})
 
 
 def test_outside_a_search_a_run_is_no_trial(monkeypatch: pytest.MonkeyPatch) -> None:
