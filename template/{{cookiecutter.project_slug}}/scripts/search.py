@@ -58,7 +58,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from sweep import check_sbatch_path, memory, parse_point, partition, slurm_time, warning_seconds
+from sweep import check_sbatch_path, memory, parse_point, partition, sbatch, slurm_time, warning_seconds
 
 from protocol.errors import MetricMissing
 from protocol.files import load_experiment_script, one_line, read_json, write_json
@@ -718,21 +718,9 @@ def array_script(search: Search, log_dir: Path) -> str:
 def submit(search: Search) -> int:
     log_dir = search.study_dir / "slurm"
     script = log_dir / f"search-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        script.write_text(array_script(search, log_dir))
-    except OSError as error:
-        print(f"cannot write the sbatch script: {one_line(str(error))}", file=sys.stderr)
+    job = sbatch(script, array_script(search, log_dir))
+    if job is None:
         return 1
-    try:
-        result = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
-    except FileNotFoundError:
-        print(f"sbatch not found: submit from a SLURM login node. Script kept: {script}", file=sys.stderr)
-        return 1
-    if result.returncode != 0:
-        print(f"sbatch failed: {result.stderr.strip()}\nThe script is kept: {script}", file=sys.stderr)
-        return 1
-    job = result.stdout.strip().split(";")[0]
     print(f"submitted job array {job}: {search.args.parallel} tasks pull trials from {search.study_dir}")
     print(f"follow it with `dlscaffold status`; logs go to {log_dir}")
     return 0

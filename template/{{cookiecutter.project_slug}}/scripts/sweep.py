@@ -363,24 +363,31 @@ def submit_array(args: argparse.Namespace, points: list[Point]) -> int:
     points = [Point([*point.args, *failed], point.name, point.run_dir, point.hparams) for point in points]
     log_dir = slurm_dir(args.task)
     script = log_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    job = sbatch(script, array_script(args, points, log_dir))
+    if job is None:
+        return 1
+    print(f"submitted job array {job} ({len(points)} runs): {script}")
+    print(f"follow it with `squeue -j {job}` and `dlscaffold status`; logs go to {log_dir}")
+    return 0
+
+
+def sbatch(script: Path, text: str) -> str | None:
+    """Write ``script`` and submit it: the job's id, or ``None`` once the problem is said."""
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        script.write_text(array_script(args, points, log_dir))
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(text)
     except OSError as error:
         print(f"cannot write the sbatch script: {one_line(str(error))}", file=sys.stderr)
-        return 1
+        return None
     try:
         result = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
     except FileNotFoundError:
         print(f"sbatch not found: submit from a SLURM login node. Script kept: {script}", file=sys.stderr)
-        return 1
+        return None
     if result.returncode != 0:
         print(f"sbatch failed: {result.stderr.strip()}\nThe script is kept: {script}", file=sys.stderr)
-        return 1
-    job = result.stdout.strip().split(";")[0]
-    print(f"submitted job array {job} ({len(points)} runs): {script}")
-    print(f"follow it with `squeue -j {job}` and `dlscaffold status`; logs go to {log_dir}")
-    return 0
+        return None
+    return result.stdout.strip().split(";")[0]
 
 
 def summary(points: list[Point]) -> str:
