@@ -58,7 +58,16 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from sweep import check_sbatch_path, memory, parse_point, partition, sbatch, slurm_time, warning_seconds
+from sweep import (
+    check_sbatch_path,
+    memory,
+    parse_point,
+    partition,
+    sbatch,
+    sbatch_header,
+    slurm_time,
+    warning_seconds,
+)
 
 from protocol.errors import MetricMissing
 from protocol.files import load_experiment_script, one_line, read_json, write_json
@@ -696,22 +705,8 @@ def array_script(search: Search, log_dir: Path) -> str:
     SIGUSR1 goes to job steps only: the trials, which checkpoint and requeue the task.
     """
     args = search.args
-    options = [
-        f"--job-name={args.task}-search",
-        f"--array=0-{args.parallel - 1}",
-        f"--time={args.time}",
-        "--ntasks=1",
-        f"--cpus-per-task={args.cpus_per_task}",
-        f"--signal=USR1@{args.warning_seconds}",
-        "--requeue",
-        "--open-mode=append",
-        f"--output={log_dir}/%A_%a.out",
-    ]
-    options += [f"--partition={args.partition}"] * bool(args.partition)
-    options += [f"--gpus-per-task={args.gpus_per_task}"] * bool(args.gpus_per_task)
-    options += [f"--mem={args.mem}"] * bool(args.mem)
-    lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options)]
-    lines += [f"cd {shlex.quote(str(PROJECT_ROOT))}", f"exec {shlex.join(worker_command(search))}"]
+    lines = sbatch_header(args, f"{args.task}-search", args.parallel, ["--ntasks=1"], log_dir)
+    lines.append(f"exec {shlex.join(worker_command(search))}")
     return "\n".join(lines) + "\n"
 
 

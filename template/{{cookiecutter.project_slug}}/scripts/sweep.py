@@ -321,20 +321,16 @@ def check_layout(args: argparse.Namespace, train_args: list[str], grid: dict[str
         )
 
 
-def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -> str:
-    """An sbatch script whose array task i runs point i: one ``srun`` of train.py, one process
-    per task on every node. SLURM's warning signal goes to those processes (not to the
-    script), and ``exec`` leaves no shell to outlive them.
+def sbatch_header(
+    args: argparse.Namespace, name: str, tasks: int, layout: list[str], log_dir: Path
+) -> list[str]:
+    """The start of an array script of ``tasks`` tasks: its #SBATCH lines, then ``cd`` to the project.
 
-    Every value on an #SBATCH line was checked by a pattern (build_parser, check_sbatch_path);
-    every argument of a command is shell-quoted, so a value is one literal argument.
+    ``args`` holds the SLURM options both scripts take (--time, --cpus_per_task, --warning_seconds,
+    --partition, --gpus_per_task, --mem); ``layout``, the processes and nodes of each task.
     """
-    options = [
-        f"--job-name={args.task}-sweep",
-        f"--array=0-{len(points) - 1}",
-        f"--time={args.time}",
-        f"--nodes={args.nodes}",
-        f"--ntasks-per-node={tasks_per_node(args)}",
+    options = [f"--job-name={name}", f"--array=0-{tasks - 1}", f"--time={args.time}", *layout]
+    options += [
         f"--cpus-per-task={args.cpus_per_task}",
         f"--signal=USR1@{args.warning_seconds}",
         "--requeue",
@@ -343,10 +339,26 @@ def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -
     ]
     options += [f"--partition={args.partition}"] * bool(args.partition)
     options += [f"--gpus-per-task={args.gpus_per_task}"] * bool(args.gpus_per_task)
-    options += [f"--gpus-per-node={args.gpus_per_node}"] * bool(args.gpus_per_node)
     options += [f"--mem={args.mem}"] * bool(args.mem)
-    lines = ["#!/bin/bash", *(f"#SBATCH {option}" for option in options)]
-    lines += [f"cd {shlex.quote(str(PROJECT_ROOT))}", 'case "$SLURM_ARRAY_TASK_ID" in']
+    return [
+        "#!/bin/bash",
+        *(f"#SBATCH {option}" for option in options),
+        f"cd {shlex.quote(str(PROJECT_ROOT))}",
+    ]
+
+
+def array_script(args: argparse.Namespace, points: list[Point], log_dir: Path) -> str:
+    """An sbatch script whose array task i runs point i: one ``srun`` of train.py, one process
+    per task on every node. SLURM's warning signal goes to those processes (not to the
+    script), and ``exec`` leaves no shell to outlive them.
+
+    Every value on an #SBATCH line was checked by a pattern (build_parser, check_sbatch_path);
+    every argument of a command is shell-quoted, so a value is one literal argument.
+    """
+    layout = [f"--nodes={args.nodes}", f"--ntasks-per-node={tasks_per_node(args)}"]
+    layout += [f"--gpus-per-node={args.gpus_per_node}"] * bool(args.gpus_per_node)
+    lines = sbatch_header(args, f"{args.task}-sweep", len(points), layout, log_dir)
+    lines.append('case "$SLURM_ARRAY_TASK_ID" in')
     for index, point in enumerate(points):
         # srun no longer takes --cpus-per-task from the job (SLURM 22.05): say it again
         srun = ["srun", f"--cpus-per-task={args.cpus_per_task}", *command(args.task, point)]
